@@ -1,0 +1,330 @@
+"""The one typed configuration object of heedful.
+
+Every option lives here, with its default, exactly once. A config is loaded from YAML
+(strictly: unknown keys and wrong types are errors that name the key path), then
+``key=value`` overrides from the command line are applied, then cross-field checks run in
+:func:`_check_cross_fields`. The effective config is written into every run directory.
+
+"Off" is ``None``, never ``-1``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a message that names the key path."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+AttentionKind = Literal["none", "dot", "scaled_dot", "general", "additive", "multihead"]
+"""Allowed values of ``model.attention`` (see :mod:`heedful.attention`)."""
+
+
+class SplitConfig(_Strict):
+    """One split of a user corpus: two line-aligned files, or one TSV/JSONL file."""
+
+    src: str | None = None
+    tgt: str | None = None
+    path: str | None = None
+
+
+class DataConfig(_Strict):
+    dataset: str | None = "bible-es-en"
+    """A bundled dataset by name; ``None`` to use ``train``/``dev``/``test`` below."""
+    format: Literal["text", "tsv", "jsonl"] = "text"
+    train: SplitConfig | None = None
+    dev: SplitConfig | None = None
+    test: SplitConfig | None = None
+    src_field: str = "src"
+    """JSONL key (or TSV column index, as a string) of the source side."""
+    tgt_field: str = "tgt"
+    max_src_len: int | None = Field(200, gt=0)
+    """Training pairs with more source subwords than this are dropped (counted)."""
+    max_tgt_len: int | None = Field(200, gt=0)
+    max_len_ratio: float | None = Field(None, gt=0)
+    """Drop training pairs whose subword length ratio (either way) exceeds this."""
+    train_limit: int | None = Field(None, gt=0)
+    """Use only the first N training pairs (quick experiments, tests)."""
+    dev_limit: int | None = Field(None, gt=0)
+    """Validate on the first N dev pairs only (BLEU during training is the slow part)."""
+
+
+class TokenizerConfig(_Strict):
+    type: Literal["unigram", "bpe"] = "bpe"
+    vocab_size: int = Field(8000, ge=16)
+    joint: bool = True
+    """One SentencePiece model for both sides (``spm.model``) or one per side."""
+    byte_fallback: bool = True
+    """Unseen characters become UTF-8 byte pieces, never a bare ``<unk>``."""
+    character_coverage: float = Field(1.0, gt=0, le=1)
+    input_sentence_size: int = Field(200_000, gt=0)
+
+
+class ModelConfig(_Strict):
+    arch: Literal["rnn"] = "rnn"
+    rnn_type: Literal["lstm", "gru"] = "lstm"
+    embed_dim: int = Field(256, gt=0)
+    hidden_dim: int = Field(512, gt=0)
+    """Decoder hidden size; also the common size keys and values are projected to."""
+    encoder_layers: int = Field(1, gt=0)
+    decoder_layers: int = Field(1, gt=0)
+    bidirectional: bool = True
+    encoder_hidden_dim: int | None = Field(None, gt=0)
+    """Encoder units per direction; ``None`` = hidden_dim / 2 if bidirectional else hidden_dim."""
+    attention: AttentionKind = "scaled_dot"
+    attention_heads: int | None = Field(None, gt=0)
+    """Number of heads; required for ``attention: multihead``, unset otherwise."""
+    input_feeding: bool = True
+    """Feed the attentional hidden state back as input (Luong 2015); off = faster."""
+    tie_output: bool = False
+    """Tie the output layer to the target embeddings (needs embed_dim == hidden_dim)."""
+    share_embeddings: bool = False
+    """One embedding matrix for source and target (needs a joint tokenizer)."""
+    dropout: float = Field(0.2, ge=0, lt=1)
+
+
+class TrainConfig(_Strict):
+    seed: int = 1234
+    batch_tokens: int = Field(4096, gt=0)
+    """Tokens per batch, counted as sentences x the longest side, padding included."""
+    accumulate: int = Field(1, gt=0)
+    """Gradient accumulation: batches per optimizer update."""
+    optimizer: Literal["adam"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: Literal["constant", "noam", "inverse_sqrt", "plateau"] = "constant"
+    warmup_steps: int = Field(0, ge=0)
+    """Linear warm-up steps (noam, inverse_sqrt and constant)."""
+    plateau_factor: float = Field(0.5, gt=0, lt=1)
+    plateau_patience: int = Field(2, ge=0)
+    min_lr: float = Field(1e-6, ge=0)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    clip_norm: float | None = Field(5.0, gt=0)
+    max_steps: int | None = Field(None, gt=0)
+    max_epochs: int | None = Field(None, gt=0)
+    max_minutes: float | None = Field(None, gt=0)
+    valid_every: int = Field(500, gt=0)
+    early_stopping_metric: Literal["bleu", "chrf", "loss"] = "bleu"
+    patience: int | None = Field(None, gt=0)
+    """Stop after this many validations without improvement; ``None`` = never."""
+    keep_last: int = Field(3, gt=0)
+    log_every: int = Field(50, gt=0)
+    threads: int | None = Field(None, gt=0)
+    """torch intra-op threads; ``None`` = torch's default."""
+
+
+class DecodeConfig(_Strict):
+    beam_size: int = Field(5, gt=0)
+    length_penalty: float = Field(1.0, ge=0)
+    """GNMT length penalty alpha: scores are divided by ((5 + length) / 6) ** alpha."""
+    max_len_a: float = Field(1.5, gt=0)
+    max_len_b: int = Field(10, ge=0)
+    """Outputs are capped at max_len_a * source length + max_len_b subwords."""
+    n_best: int = Field(1, gt=0)
+    batch_size: int = Field(64, gt=0)
+    """Sentences per decoding batch."""
+
+
+class Config(_Strict):
+    name: str = "heedful"
+    data: DataConfig = DataConfig()
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    decode: DecodeConfig = DecodeConfig()
+
+    @model_validator(mode="after")
+    def _cross(self) -> Config:
+        _check_cross_fields(self)
+        return self
+
+
+def _check_cross_fields(cfg: Config) -> None:
+    m = cfg.model
+    if m.tie_output and m.embed_dim != m.hidden_dim:
+        raise ValueError(
+            f"model.tie_output needs model.embed_dim == model.hidden_dim "
+            f"(got {m.embed_dim} and {m.hidden_dim})"
+        )
+    if m.share_embeddings and not cfg.tokenizer.joint:
+        raise ValueError("model.share_embeddings needs tokenizer.joint: true")
+    if m.attention == "multihead":
+        if m.attention_heads is None:
+            raise ValueError("model.attention_heads is required for attention: multihead")
+        if m.hidden_dim % m.attention_heads:
+            raise ValueError(
+                f"model.hidden_dim ({m.hidden_dim}) must be divisible by "
+                f"model.attention_heads ({m.attention_heads})"
+            )
+    elif m.attention_heads is not None:
+        raise ValueError(
+            f"model.attention_heads applies only to attention: multihead "
+            f"(attention is {m.attention!r}); remove it"
+        )
+    if m.attention == "none" and m.input_feeding:
+        raise ValueError(
+            "model.input_feeding must be false with attention: none (input feeding passes "
+            "the attentional state, which a model without attention does not have)"
+        )
+    if m.bidirectional and m.encoder_hidden_dim is None and m.hidden_dim % 2:
+        raise ValueError(
+            "model.hidden_dim must be even for a bidirectional encoder "
+            "(or set model.encoder_hidden_dim)"
+        )
+    d = cfg.data
+    if d.dataset is None:
+        if d.train is None:
+            raise ValueError("data.train is required when data.dataset is null")
+        for split_name in ("train", "dev", "test"):
+            split = getattr(d, split_name)
+            if split is None:
+                continue
+            if d.format == "text" and (split.src is None or split.tgt is None):
+                raise ValueError(f"data.{split_name} needs src and tgt files for format: text")
+            if d.format != "text" and split.path is None:
+                raise ValueError(f"data.{split_name} needs path for format: {d.format}")
+    t = cfg.train
+    if t.schedule == "noam" and t.warmup_steps == 0:
+        raise ValueError("train.schedule: noam needs train.warmup_steps > 0")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _model_fields(model: type[BaseModel], path: list[str]) -> list[str]:
+    """Valid keys at ``path`` (walking nested config models)."""
+    cls: Any = model
+    for part in path:
+        field = cls.model_fields.get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        # unwrap Optional[Sub]
+        args = getattr(ann, "__args__", None)
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            cls = ann
+        elif args:
+            subs = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+            if not subs:
+                return []
+            cls = subs[0]
+        else:
+            return []
+    return list(cls.model_fields)
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = [str(p) for p in e["loc"]]
+        key = ".".join(loc) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            valid = _model_fields(Config, loc[:-1])
+            close = difflib.get_close_matches(loc[-1], valid, n=1)
+            hint = f"; did you mean {'.'.join(loc[:-1] + close)!r}?" if close else ""
+            lines.append(f"unknown key {key!r}{hint} (valid keys here: {', '.join(valid)})")
+        elif e["type"] == "value_error":
+            lines.append(str(e["ctx"]["error"]) if "ctx" in e else e["msg"])
+        else:
+            lines.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
+    return f"invalid config ({source}):\n  " + "\n  ".join(lines)
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
+    """Validate a plain dict into a :class:`Config`, with readable errors."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"invalid config ({source}): the top level must be a mapping of keys")
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, source)) from None
+
+
+def _set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = {}
+            node[part] = child
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {dotted!r}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
+    """``["model.hidden_dim=256", ...]`` -> ``[("model.hidden_dim", 256), ...]`` (YAML values)."""
+    parsed = []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, text = item.split("=", 1)
+        try:
+            value = yaml.safe_load(text) if text else None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({err})") from None
+        parsed.append((key.strip(), value))
+    return parsed
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    base: Config | None = None,
+) -> Config:
+    """Load a YAML config (or start from ``base`` / the defaults) and apply overrides."""
+    raw: dict[str, Any] = base.model_dump(mode="json", exclude_unset=True) if base else {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"config file {path} is not valid UTF-8 ({err.reason})") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path}: the top level must be a mapping of keys")
+        raw = _deep_merge(raw, loaded)
+    for key, value in parse_overrides(overrides or []):
+        _set_path(raw, key, value)
+    if overrides:
+        source += " + overrides"
+    return config_from_dict(raw, source)
+
+
+def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def config_to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    path.write_text(config_to_yaml(cfg), encoding="utf-8")

@@ -1,0 +1,39 @@
+"""Corpora that ship inside the package, by name.
+
+``bible-es-en``: Spanish Reina-Valera 1909 -> English King James, verse-aligned, with gold
+word alignments for dev and test (see ``bible_es_en/README.md`` for source, license and
+statistics).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_HERE = Path(__file__).parent
+
+BUNDLED: dict[str, tuple[Path, str, str]] = {
+    # name: (folder, source suffix, target suffix)
+    "bible-es-en": (_HERE / "bible_es_en", "es", "en"),
+}
+
+
+def dataset_names() -> list[str]:
+    return sorted(BUNDLED)
+
+
+def dataset_split(name: str, split: str) -> tuple[Path, Path]:
+    """(source file, target file) of a bundled dataset's split (train files are gzipped)."""
+    if name not in BUNDLED:
+        raise KeyError(f"unknown dataset {name!r}; bundled datasets: {', '.join(dataset_names())}")
+    folder, s, t = BUNDLED[name]
+    gz = ".gz" if split == "train" else ""
+    src, tgt = folder / f"{split}.{s}{gz}", folder / f"{split}.{t}{gz}"
+    if not src.exists():
+        raise KeyError(f"dataset {name!r} has no split {split!r}")
+    return src, tgt
+
+
+def dataset_file(name: str, filename: str) -> Path:
+    """Another file of a bundled dataset (e.g. ``test.align``)."""
+    folder = BUNDLED[name][0]
+    return folder / filename

@@ -1,0 +1,203 @@
+"""Greedy and beam search, written against the decoding protocol only.
+
+A model offers ``encode(src, src_mask)``, ``init_state(encoder_output)`` and
+``step(prev_tokens (B,), state, need_weights) -> (log_probs (B, V), state, attention
+(B, L, H, S) | None)``; a state offers ``select(index)``. Nothing here knows the architecture.
+
+Scores are sums of token log-probabilities; beam search ranks finished hypotheses by
+score / lp(length) with the GNMT length penalty lp(n) = ((5 + n) / 6) ** alpha (Wu et al.
+2016), where n counts output tokens including the final EOS.
+
+Beam search stops a sentence only when its n-best list is *certain*: no hypothesis still in
+the beam can end with a better normalised score. Log-probabilities are <= 0, so an alive
+hypothesis with running score s can at best finish with s / lp(max_len) — that is the bound
+checked (for alpha = 0 it is s itself, and the search ends as soon as the best alive score
+falls below the n-th finished one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+from heedful.tokenizer import BOS_ID, EOS_ID
+
+
+class DecoderState(Protocol):
+    def select(self, index: Tensor) -> Any: ...
+
+
+class Decodable(Protocol):
+    def encode(self, src: Tensor, src_mask: Tensor) -> Any: ...
+
+    def init_state(self, encoder_output: Any) -> Any: ...
+
+    def step(self, prev_tokens: Tensor, state: Any, need_weights: bool = False
+             ) -> tuple[Tensor, Any, Tensor | None]: ...
+
+
+@dataclass
+class Hypothesis:
+    """One output: tokens (with the final EOS if it ended), total log-prob ``score``,
+    length-normalised ``norm_score``, per-token log-probs, and attention (T_out, L, H, S)."""
+
+    tokens: list[int]
+    score: float
+    norm_score: float
+    token_scores: list[float] = field(default_factory=list)
+    attention: Tensor | None = None
+
+
+def length_penalty(length: int | Tensor, alpha: float) -> Any:
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+def max_lengths(src_mask: Tensor, a: float, b: int) -> Tensor:
+    """Per-sentence output cap: a * source length + b (source length without EOS)."""
+    src_len = src_mask.sum(1) - 1
+    return (a * src_len.float()).floor().long() + b
+
+
+@torch.inference_mode()
+def greedy_search(model: Decodable, src: Tensor, src_mask: Tensor, max_len: Tensor,
+                  return_attention: bool = False) -> list[list[Hypothesis]]:
+    """Greedy decoding of a batch; finished sentences leave the batch. One hyp per sentence."""
+    n = src.size(0)
+    state = model.init_state(model.encode(src, src_mask))
+    src_lens = src_mask.sum(1).tolist()
+    rows = torch.arange(n)  # sentence id of each batch row
+    prev = torch.full((n,), BOS_ID, dtype=torch.long)
+    tokens: list[list[int]] = [[] for _ in range(n)]
+    scores: list[list[float]] = [[] for _ in range(n)]
+    attns: list[list[Tensor]] = [[] for _ in range(n)]
+    for t in range(int(max_len.max())):
+        logp, state, attn = model.step(prev, state, return_attention)
+        best, tok = logp.max(-1)
+        tok_list, best_list = tok.tolist(), best.tolist()
+        done = []
+        for r, sent in enumerate(rows.tolist()):
+            tokens[sent].append(tok_list[r])
+            scores[sent].append(best_list[r])
+            if attn is not None:
+                attns[sent].append(attn[r, :, :, : src_lens[sent]])
+            done.append(tok_list[r] == EOS_ID or t + 1 >= int(max_len[sent]))
+        keep = torch.tensor([not d for d in done])
+        if not keep.any():
+            break
+        if not keep.all():
+            idx = keep.nonzero().squeeze(1)
+            state, rows, tok = state.select(idx), rows[idx], tok[idx]
+        prev = tok
+    out = []
+    for sent in range(n):
+        total = sum(scores[sent])
+        out.append([Hypothesis(tokens[sent], total, total, scores[sent],
+                               torch.stack(attns[sent]) if attns[sent] else None)])
+    return out
+
+
+@torch.inference_mode()
+def beam_search(model: Decodable, src: Tensor, src_mask: Tensor, max_len: Tensor,
+                beam_size: int, alpha: float = 1.0, n_best: int = 1,
+                return_attention: bool = False) -> list[list[Hypothesis]]:
+    """Batched beam search; returns the ``n_best`` hypotheses of each sentence, best first.
+
+    All beams of all unfinished sentences step together as one batch of n * k rows; a
+    sentence whose n-best list is certain (see the module docstring) leaves the batch.
+    """
+    if n_best > beam_size:
+        raise ValueError(f"n_best ({n_best}) cannot exceed beam_size ({beam_size})")
+    k = beam_size
+    n_total = src.size(0)
+    src_lens = src_mask.sum(1).tolist()
+    state = model.init_state(model.encode(src, src_mask))
+    state = state.select(torch.arange(n_total).repeat_interleave(k))
+    sents = list(range(n_total))  # sentence id of each active batch slot
+    scores = torch.full((n_total, k), float("-inf"))
+    scores[:, 0] = 0.0  # only the first beam is alive at t = 0
+    hist_tok = torch.empty((n_total, k, 0), dtype=torch.long)
+    hist_lp = torch.empty((n_total, k, 0))
+    hist_attn: Tensor | None = None
+    prev = torch.full((n_total * k,), BOS_ID, dtype=torch.long)
+    finished: list[list[Hypothesis]] = [[] for _ in range(n_total)]
+    caps = max_len.tolist()
+
+    def finalize(sent: int, toks: Tensor, lps: Tensor, attn: Tensor | None) -> None:
+        total = float(lps.sum())
+        hyp = Hypothesis(toks.tolist(), total, total / length_penalty(len(toks), alpha),
+                         lps.tolist(),
+                         None if attn is None else attn[:, :, :, : src_lens[sent]].clone())
+        finished[sent].append(hyp)
+
+    for t in range(int(max_len.max())):
+        n = len(sents)
+        logp, state, attn = model.step(prev, state, return_attention)
+        vocab = logp.size(-1)
+        cand = (scores.unsqueeze(2) + logp.view(n, k, vocab)).view(n, k * vocab)
+        top_scores, top_idx = cand.topk(min(2 * k, k * vocab), dim=1)  # (n, 2k)
+        beam_idx = torch.div(top_idx, vocab, rounding_mode="floor")
+        tok = top_idx % vocab
+        is_eos = tok == EOS_ID
+        flat_lp = logp.view(n, k * vocab).gather(1, top_idx)  # this token's own log-prob
+        base = torch.arange(n).unsqueeze(1)
+        # finished candidates: EOS among the top k (a sentence's best continuations)
+        eos_rank = is_eos & (torch.arange(top_idx.size(1)) < k).unsqueeze(0)
+        eos_rank &= top_scores > float("-inf")
+        for i, j in eos_rank.nonzero().tolist():
+            b = int(beam_idx[i, j])
+            attn_rows = None
+            if hist_attn is not None and attn is not None:
+                attn_rows = torch.cat([hist_attn[i, b], attn.view(n, k, *attn.shape[1:])[i, b]
+                                       .unsqueeze(0)])
+            elif attn is not None:
+                attn_rows = attn.view(n, k, *attn.shape[1:])[i, b].unsqueeze(0)
+            finalize(sents[i], torch.cat([hist_tok[i, b], tok[i, j].view(1)]),
+                     torch.cat([hist_lp[i, b], flat_lp[i, j].view(1)]), attn_rows)
+        # alive: the first k non-EOS candidates (stable order = by score)
+        order = torch.argsort(is_eos.float() * 1e9 + torch.arange(top_idx.size(1)).float(),
+                              dim=1)[:, :k]
+        new_beam = beam_idx.gather(1, order)
+        new_tok = tok.gather(1, order)
+        scores = top_scores.gather(1, order)
+        new_lp = flat_lp.gather(1, order)
+        hist_tok = torch.cat([hist_tok[base, new_beam], new_tok.unsqueeze(2)], 2)
+        hist_lp = torch.cat([hist_lp[base, new_beam], new_lp.unsqueeze(2)], 2)
+        if attn is not None:
+            step_attn = attn.view(n, k, *attn.shape[1:])[base, new_beam].unsqueeze(2)
+            hist_attn = step_attn if hist_attn is None else torch.cat(
+                [hist_attn[base, new_beam], step_attn], 2)
+        # which sentences are done?
+        keep = []
+        for i, sent in enumerate(sents):
+            length_now = t + 1
+            if length_now >= caps[sent]:
+                for b in range(k):  # out of room: the alive beams end here, without EOS
+                    if scores[i, b] > float("-inf"):
+                        finalize(sent, hist_tok[i, b], hist_lp[i, b],
+                                 None if hist_attn is None else hist_attn[i, b])
+                continue
+            fin = sorted((h.norm_score for h in finished[sent]), reverse=True)
+            if len(fin) >= n_best:
+                bound = float(scores[i, 0]) / length_penalty(caps[sent], alpha)
+                if fin[n_best - 1] >= bound:
+                    continue
+            keep.append(i)
+        if not keep:
+            break
+        if len(keep) < n:
+            idx = torch.tensor(keep)
+            rows = (idx.unsqueeze(1) * k + torch.arange(k)).view(-1)
+            sents = [sents[i] for i in keep]
+            scores, hist_tok, hist_lp = scores[idx], hist_tok[idx], hist_lp[idx]
+            if hist_attn is not None:
+                hist_attn = hist_attn[idx]
+            new_beam, new_tok = new_beam[idx], new_tok[idx]
+            base_rows = (torch.arange(len(keep)).unsqueeze(1) * k + new_beam).view(-1)
+            state = state.select(rows).select(base_rows)
+        else:
+            state = state.select((base * k + new_beam).view(-1))
+        prev = new_tok.view(-1)
+    return [sorted(f, key=lambda h: h.norm_score, reverse=True)[:n_best] for f in finished]

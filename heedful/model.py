@@ -1,0 +1,122 @@
+"""Seq2Seq: embeddings + encoder + decoder + output layer, and ``build_model(cfg)``.
+
+The decoding protocol (what :mod:`heedful.decoding` relies on, and nothing more):
+
+* ``encode(src (B, S), src_mask (B, S)) -> EncoderOutput``
+* ``init_state(encoder_output) -> state`` (a state implements ``select(index)``)
+* ``step(prev_tokens (B,), state, need_weights) -> (log_probs (B, V), state,
+  attention (B, L, H, S) or None)``
+
+and, for training, ``forward(src, src_mask, tgt_in) -> logits (B, T, V)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from heedful.attention import build_attention
+from heedful.config import ModelConfig
+from heedful.rnn import RNNDecoder, RNNDecoderState, RNNEncoder
+from heedful.tokenizer import PAD_ID
+
+
+@dataclass
+class EncoderOutput:
+    """memory: (B, S, D) encoder states; src_mask: (B, S); final_h/final_c: (B, D) or None."""
+
+    memory: Tensor
+    src_mask: Tensor
+    final_h: Tensor
+    final_c: Tensor | None
+
+
+class Seq2Seq(nn.Module):
+    """The attention encoder-decoder. Modules are injected; see :func:`build_model`."""
+
+    def __init__(self, src_embed: nn.Embedding, tgt_embed: nn.Embedding, encoder: RNNEncoder,
+                 decoder: RNNDecoder, output: nn.Linear, dropout: float) -> None:
+        super().__init__()
+        self.src_embed, self.tgt_embed = src_embed, tgt_embed
+        self.encoder, self.decoder, self.output = encoder, decoder, output
+        self.embed_dropout = nn.Dropout(dropout)
+
+    @property
+    def num_attention_heads(self) -> int:
+        return self.decoder.num_attention_heads
+
+    def encode(self, src: Tensor, src_mask: Tensor) -> EncoderOutput:
+        memory, final_h, final_c = self.encoder(self.embed_dropout(self.src_embed(src)), src_mask)
+        return EncoderOutput(memory, src_mask, final_h, final_c)
+
+    def init_state(self, enc: EncoderOutput) -> RNNDecoderState:
+        return self.decoder.init_state(enc.memory, enc.src_mask, enc.final_h, enc.final_c)
+
+    def decode(self, tgt_in: Tensor, state: RNNDecoderState, need_weights: bool = False
+               ) -> tuple[Tensor, Tensor | None, RNNDecoderState]:
+        """tgt_in (B, T) -> logits (B, T, V), attention (B, T, L=1, H, S) or None, state."""
+        out, weights, state = self.decoder(self.tgt_embed(tgt_in), state, need_weights)
+        attention = None
+        if weights is not None:
+            attention = weights.permute(0, 2, 1, 3).unsqueeze(2)  # (B, T, 1, H, S)
+        return self.output(out), attention, state
+
+    def forward(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> Tensor:
+        """Teacher-forced logits (B, T, V)."""
+        logits, _, _ = self.decode(tgt_in, self.init_state(self.encode(src, src_mask)))
+        return logits
+
+    def step(self, prev_tokens: Tensor, state: RNNDecoderState, need_weights: bool = False
+             ) -> tuple[Tensor, RNNDecoderState, Tensor | None]:
+        """One decoding step: prev_tokens (B,) -> log-probs (B, V), state, attn (B, 1, H, S)."""
+        logits, attention, state = self.decode(prev_tokens.unsqueeze(1), state, need_weights)
+        return (F.log_softmax(logits.squeeze(1).float(), dim=-1), state,
+                None if attention is None else attention.squeeze(1))
+
+
+def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Seq:
+    """The one place that maps a model config to modules and injects them."""
+    src_embed = nn.Embedding(src_vocab_size, cfg.embed_dim, padding_idx=PAD_ID)
+    if cfg.share_embeddings:
+        if src_vocab_size != tgt_vocab_size:
+            raise ValueError("model.share_embeddings needs equal source and target vocabularies")
+        tgt_embed = src_embed
+    else:
+        tgt_embed = nn.Embedding(tgt_vocab_size, cfg.embed_dim, padding_idx=PAD_ID)
+    enc_hidden = cfg.encoder_hidden_dim or (
+        cfg.hidden_dim // 2 if cfg.bidirectional else cfg.hidden_dim)
+    encoder = RNNEncoder(cfg.embed_dim, enc_hidden, cfg.encoder_layers, cfg.rnn_type,
+                         cfg.bidirectional, cfg.dropout)
+    attention = None
+    if cfg.attention != "none":
+        attention = build_attention(cfg.attention, cfg.hidden_dim, cfg.hidden_dim,
+                                    cfg.attention_heads or 1)
+    decoder = RNNDecoder(cfg.embed_dim, cfg.hidden_dim, cfg.decoder_layers, cfg.rnn_type,
+                         encoder.output_dim, attention,
+                         cfg.input_feeding and attention is not None, cfg.dropout)
+    output = nn.Linear(cfg.hidden_dim, tgt_vocab_size, bias=True)
+    if cfg.tie_output:
+        output.weight = tgt_embed.weight
+    model = Seq2Seq(src_embed, tgt_embed, encoder, decoder, output, cfg.dropout)
+    _init_weights(model)
+    return model
+
+
+def _init_weights(model: nn.Module) -> None:
+    for name, p in model.named_parameters():
+        if p.dim() > 1:
+            nn.init.xavier_uniform_(p)
+        elif "bias" in name:
+            nn.init.zeros_(p)
+    for m in model.modules():
+        if isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=m.embedding_dim ** -0.5)
+            with torch.no_grad():
+                m.weight[PAD_ID].zero_()
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())

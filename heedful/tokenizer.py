@@ -1,0 +1,123 @@
+"""SentencePiece subwords: training on the training split, loading from a run directory.
+
+Special ids are fixed for every model heedful trains: pad 0, unk 1, bos 2, eos 3. Byte
+fallback is on by default, so a character never seen in training becomes UTF-8 byte pieces
+rather than a bare ``<unk>``. A joint tokenizer is stored as ``spm.model``; separate ones
+as ``spm.src.model`` and ``spm.tgt.model`` — SentencePiece's own format, no pickle.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import sentencepiece as spm
+
+from heedful.config import TokenizerConfig
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+
+
+def _train_one(lines: Sequence[str], cfg: TokenizerConfig, seed: int) -> bytes:
+    sample = [line for line in lines if line.strip()]
+    if len(sample) > cfg.input_sentence_size:
+        sample = random.Random(seed).sample(sample, cfg.input_sentence_size)
+    buffer = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sample),
+        model_writer=buffer,
+        model_type=cfg.type,
+        vocab_size=cfg.vocab_size,
+        character_coverage=cfg.character_coverage,
+        byte_fallback=cfg.byte_fallback,
+        pad_id=PAD_ID,
+        unk_id=UNK_ID,
+        bos_id=BOS_ID,
+        eos_id=EOS_ID,
+        hard_vocab_limit=False,
+        num_threads=2,
+        minloglevel=2,
+    )
+    return buffer.getvalue()
+
+
+class Tokenizer:
+    """Source and target SentencePiece processors (the same object when joint)."""
+
+    def __init__(self, src: spm.SentencePieceProcessor, tgt: spm.SentencePieceProcessor,
+                 joint: bool) -> None:
+        self.src, self.tgt, self.joint = src, tgt, joint
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def train(cls, src_lines: Sequence[str], tgt_lines: Sequence[str], cfg: TokenizerConfig,
+              out_dir: Path, seed: int = 0) -> Tokenizer:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.joint:
+            (out_dir / "spm.model").write_bytes(
+                _train_one([*src_lines, *tgt_lines], cfg, seed))
+        else:
+            (out_dir / "spm.src.model").write_bytes(_train_one(src_lines, cfg, seed))
+            (out_dir / "spm.tgt.model").write_bytes(_train_one(tgt_lines, cfg, seed))
+        return cls.load(out_dir)
+
+    @classmethod
+    def load(cls, directory: Path) -> Tokenizer:
+        joint_path = directory / "spm.model"
+        if joint_path.exists():
+            proc = _load_processor(joint_path)
+            return cls(proc, proc, joint=True)
+        src_path, tgt_path = directory / "spm.src.model", directory / "spm.tgt.model"
+        if not (src_path.exists() and tgt_path.exists()):
+            raise FileNotFoundError(
+                f"{directory} has no SentencePiece model (spm.model, or spm.src.model and "
+                "spm.tgt.model)")
+        return cls(_load_processor(src_path), _load_processor(tgt_path), joint=False)
+
+    @staticmethod
+    def files(directory: Path) -> list[Path]:
+        return [p for p in (directory / "spm.model", directory / "spm.src.model",
+                            directory / "spm.tgt.model") if p.exists()]
+
+    # ---------------------------------------------------------------- use
+    @property
+    def src_vocab_size(self) -> int:
+        return int(self.src.get_piece_size())
+
+    @property
+    def tgt_vocab_size(self) -> int:
+        return int(self.tgt.get_piece_size())
+
+    def encode_src(self, lines: Sequence[str]) -> list[list[int]]:
+        """Source ids, each sequence ending with EOS."""
+        return [[*ids, EOS_ID] for ids in self.src.encode(list(lines))]
+
+    def encode_tgt(self, lines: Sequence[str]) -> list[list[int]]:
+        """Bare target ids (BOS/EOS are added by batching)."""
+        return [list(ids) for ids in self.tgt.encode(list(lines))]
+
+    def decode_tgt(self, ids: Sequence[int]) -> str:
+        return str(self.tgt.decode([i for i in ids if i > EOS_ID]))
+
+    def src_pieces(self, ids: Sequence[int]) -> list[str]:
+        return [self._piece(self.src, i) for i in ids]
+
+    def tgt_pieces(self, ids: Sequence[int]) -> list[str]:
+        return [self._piece(self.tgt, i) for i in ids]
+
+    @staticmethod
+    def _piece(proc: spm.SentencePieceProcessor, i: int) -> str:
+        if i == EOS_ID:
+            return "</s>"
+        return str(proc.id_to_piece(i))
+
+
+def _load_processor(path: Path) -> spm.SentencePieceProcessor:
+    proc = spm.SentencePieceProcessor()
+    try:
+        proc.load(str(path))
+    except (OSError, RuntimeError) as err:
+        raise ValueError(f"{path} is not a valid SentencePiece model ({err})") from None
+    return proc

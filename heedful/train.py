@@ -1,0 +1,377 @@
+"""The training loop: token-budget batches, label-smoothed cross-entropy, Adam, schedules,
+validation with BLEU, early stopping, atomic checkpoints, exact resume.
+
+Exact resume: the data order is a pure function of (seed, epoch, position) (see
+:mod:`heedful.data`), the learning rate a pure function of the step (plus the plateau state,
+which is saved), and the RNG state of torch's generator is saved with every checkpoint — so a
+run resumed from step s takes the same batches, dropout masks and learning rates as the
+uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from heedful.checkpoint import (
+    find_checkpoint,
+    load_model_weights,
+    load_optimizer,
+    newest_intact,
+    save_checkpoint,
+)
+from heedful.config import Config, TrainConfig, load_config, save_config
+from heedful.data import BatchStream, Corpus, DataError, load_split, make_batch, plan_batches
+from heedful.evaluate import score_corpus
+from heedful.model import Seq2Seq, build_model, count_parameters
+from heedful.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+from heedful.translator import Translator
+
+log = logging.getLogger("heedful.train")
+
+
+class TrainError(RuntimeError):
+    """A problem that stops training before it starts (with a message for the user)."""
+
+
+# --------------------------------------------------------------------------- schedule
+
+
+def learning_rate(cfg: TrainConfig, step: int, plateau_scale: float, model_dim: int) -> float:
+    """The learning rate for optimizer step ``step`` (1-based)."""
+    warm = cfg.warmup_steps
+    if cfg.schedule == "noam":
+        return cfg.lr * model_dim ** -0.5 * min(step ** -0.5, step * warm ** -1.5)
+    scale = min(1.0, step / warm) if warm else 1.0
+    if cfg.schedule == "inverse_sqrt":
+        scale = min(scale, math.sqrt(warm / step)) if warm else 1.0 / math.sqrt(step)
+    if cfg.schedule == "plateau":
+        scale *= plateau_scale
+    return max(cfg.lr * scale, cfg.min_lr if cfg.schedule == "plateau" else 0.0)
+
+
+# --------------------------------------------------------------------------- data prep
+
+
+@dataclass
+class PreparedData:
+    tokenizer: Tokenizer
+    train_src: list[list[int]]
+    train_tgt: list[list[int]]
+    dev: Corpus | None
+    filtered: int
+
+
+def prepare_data(cfg: Config, run_dir: Path, tokenizer_from: Path | None = None
+                 ) -> PreparedData:
+    """Read the corpus, train (or reuse) the tokenizer, encode and length-filter train."""
+    train = load_split(cfg.data, "train")
+    assert train is not None
+    dev = load_split(cfg.data, "dev")
+    if Tokenizer.files(run_dir):
+        tokenizer = Tokenizer.load(run_dir)
+    elif tokenizer_from is not None:
+        for f in Tokenizer.files(tokenizer_from):
+            shutil.copy(f, run_dir / f.name)
+        tokenizer = Tokenizer.load(run_dir)
+    else:
+        log.info("training SentencePiece (%s, %d pieces, %s) on %d pairs", cfg.tokenizer.type,
+                 cfg.tokenizer.vocab_size, "joint" if cfg.tokenizer.joint else "separate",
+                 len(train))
+        tokenizer = Tokenizer.train(train.src, train.tgt, cfg.tokenizer, run_dir, cfg.train.seed)
+    src = tokenizer.encode_src(train.src)
+    tgt = tokenizer.encode_tgt(train.tgt)
+    keep = []
+    d = cfg.data
+    for i, (s, t) in enumerate(zip(src, tgt, strict=True)):
+        if len(s) <= 1 or not t:
+            continue  # an empty side teaches nothing
+        if d.max_src_len is not None and len(s) > d.max_src_len:
+            continue
+        if d.max_tgt_len is not None and len(t) > d.max_tgt_len:
+            continue
+        if d.max_len_ratio is not None and max(len(s) / len(t), len(t) / len(s)) > d.max_len_ratio:
+            continue
+        keep.append(i)
+    filtered = len(src) - len(keep)
+    if not keep:
+        raise DataError(f"no training pairs left after length filtering ({train.origin})")
+    return PreparedData(tokenizer, [src[i] for i in keep], [tgt[i] for i in keep], dev, filtered)
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def _rng_state() -> str:
+    return base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode()
+
+
+def _set_rng_state(encoded: str) -> None:
+    raw = base64.b64decode(encoded)
+    torch.set_rng_state(torch.frombuffer(bytearray(raw), dtype=torch.uint8))
+
+
+def loss_sum(model: Seq2Seq, batch: Any, label_smoothing: float) -> torch.Tensor:
+    """Label-smoothed cross-entropy summed over real target tokens (padding ignored)."""
+    logits = model(batch.src, batch.src_mask, batch.tgt_in)
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(),
+                           batch.tgt_out.reshape(-1), ignore_index=PAD_ID,
+                           label_smoothing=label_smoothing, reduction="sum")
+
+
+@torch.inference_mode()
+def dev_loss(model: Seq2Seq, tokenizer: Tokenizer, dev: Corpus, batch_tokens: int) -> float:
+    """Mean per-token cross-entropy (no smoothing) on the dev set."""
+    model.eval()
+    src, tgt = tokenizer.encode_src(dev.src), tokenizer.encode_tgt(dev.tgt)
+    total, tokens = 0.0, 0
+    for members in plan_batches([len(s) for s in src], [len(t) for t in tgt], batch_tokens):
+        batch = make_batch([src[i] for i in members], [tgt[i] for i in members], PAD_ID, BOS_ID,
+                           EOS_ID)
+        total += float(loss_sum(model, batch, 0.0))
+        tokens += batch.num_tgt_tokens
+    model.train()
+    return total / max(tokens, 1)
+
+
+def _setup_logging(run_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.getLogger("heedful").addHandler(handler)
+    logging.getLogger("heedful").setLevel(logging.INFO)
+    return handler
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    best_score: float | None
+    best_checkpoint: Path | None
+    stopped_because: str
+    tokens_per_second: float
+
+
+def train(
+    config: Config | None,
+    run_dir: str | Path,
+    resume: bool = False,
+    init_from: str | Path | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train a model into ``run_dir`` (see the module docstring for resume semantics).
+
+    ``config`` may be None with ``resume=True`` (the run directory's config is used).
+    """
+    run_dir = Path(run_dir)
+    ckpt_root = run_dir / "checkpoints"
+    if resume and (run_dir / "config.yaml").exists():
+        config = load_config(run_dir / "config.yaml")
+    if config is None:
+        raise TrainError(f"{run_dir} has no config.yaml to resume from; pass a config")
+    if not resume and ckpt_root.is_dir() and any(ckpt_root.iterdir()):
+        raise TrainError(
+            f"{run_dir} already holds checkpoints; use --resume to continue that run, or "
+            "choose a new run directory")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.yaml")
+    handler = _setup_logging(run_dir)
+    try:
+        return _train(config, run_dir, resume, init_from, progress)
+    finally:
+        logging.getLogger("heedful").removeHandler(handler)
+        handler.close()
+
+
+def _train(cfg: Config, run_dir: Path, resume: bool, init_from: str | Path | None,
+           progress: bool) -> TrainResult:
+    tc = cfg.train
+    if tc.threads is not None:
+        torch.set_num_threads(tc.threads)
+    torch.manual_seed(tc.seed)
+    init_dir = None
+    if init_from is not None:
+        from heedful.translator import resolve_run_dir
+
+        init_dir = resolve_run_dir(init_from)
+    data = prepare_data(cfg, run_dir, tokenizer_from=init_dir)
+    tok = data.tokenizer
+    log.info("training pairs: %d kept, %d dropped by length filters", len(data.train_src),
+             data.filtered)
+    model = build_model(cfg.model, tok.src_vocab_size, tok.tgt_vocab_size)
+    if init_dir is not None:
+        load_model_weights(model, find_checkpoint(init_dir))
+        log.info("initialised weights from %s (fresh optimizer and schedule)", init_dir)
+    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, betas=tc.betas,
+                                 weight_decay=tc.weight_decay)
+    stream = BatchStream(data.train_src, data.train_tgt, tc.batch_tokens, tc.seed, PAD_ID,
+                         BOS_ID, EOS_ID)
+    state: dict[str, Any] = {"step": 0, "epoch": 0, "index": 0, "best_score": None,
+                             "best_step": None, "bad_validations": 0, "plateau_scale": 1.0,
+                             "plateau_best": None, "plateau_bad": 0, "train_seconds": 0.0}
+    if resume:
+        ckpt, problems = newest_intact(run_dir)
+        for p in problems:
+            log.warning("skipping a damaged checkpoint: %s", p)
+            print(f"heedful: skipping a damaged checkpoint: {p}")
+        if ckpt is None:
+            print(f"heedful: no intact checkpoint in {run_dir}; starting from scratch")
+        else:
+            saved = json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
+            load_model_weights(model, ckpt)
+            load_optimizer(optimizer, ckpt, saved["optimizer_param_groups"])
+            state.update({k: saved[k] for k in state if k in saved})
+            _set_rng_state(saved["rng_torch"])
+            print(f"heedful: resuming from {ckpt} (step {state['step']})")
+            log.info("resumed from %s at step %d", ckpt, state["step"])
+    stream.seek(state["epoch"], state["index"])
+    num_params = count_parameters(model)
+    log.info("model: %s, %d parameters; %d batches per epoch", cfg.model.arch, num_params,
+             len(stream.plan))
+    model.train()
+    metric = tc.early_stopping_metric
+    higher_better = metric != "loss"
+    deadline = time.monotonic() + tc.max_minutes * 60 if tc.max_minutes else None
+    bar = _progress(tc, state["step"], progress)
+    metrics_file = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
+    window_tokens, window_start, window_loss, window_loss_tokens = 0, time.monotonic(), 0.0, 0
+    overall_tokens, overall_start = 0, time.monotonic()
+    stopped = "max_steps"
+
+    def validate_and_save(final: bool = False) -> bool:
+        """Returns True if early stopping says stop."""
+        nonlocal stopped
+        record: dict[str, Any] = {"step": state["step"], "epoch": state["epoch"]}
+        is_best = False
+        if data.dev is not None:
+            loss = dev_loss(model, tok, data.dev, tc.batch_tokens)
+            translator = Translator(model, tok, cfg)
+            hyps = translator.translate_lines(data.dev.src, beam_size=1, n_best=1)
+            model.train()
+            scores = score_corpus(hyps, data.dev.tgt)
+            record.update({"dev_loss": round(loss, 4), "dev_ppl": round(math.exp(min(loss, 50)), 2),
+                           "dev_bleu": scores.bleu, "dev_chrf": scores.chrf})
+            value = {"bleu": scores.bleu, "chrf": scores.chrf, "loss": loss}[metric]
+            best = state["best_score"]
+            if best is None or (value > best if higher_better else value < best):
+                state.update(best_score=value, best_step=state["step"], bad_validations=0)
+                is_best = True
+            else:
+                state["bad_validations"] += 1
+            _plateau_update(tc, state, value, higher_better)
+            msg = (f"step {state['step']}: dev loss {loss:.3f} ppl {record['dev_ppl']} "
+                   f"BLEU {scores.bleu:.2f} chrF {scores.chrf:.2f}"
+                   + (" (best)" if is_best else ""))
+            log.info(msg)
+            if bar is not None:
+                bar.write(msg)
+        else:
+            is_best = True
+        state["train_seconds"] += time.monotonic() - overall_start_ref[0]
+        overall_start_ref[0] = time.monotonic()
+        pos = stream.position()
+        state.update(epoch=pos["epoch"], index=pos["index"], rng_torch=_rng_state())
+        save_checkpoint(run_dir, state["step"], model, state, optimizer, tc.keep_last, is_best)
+        record["lr"] = optimizer.param_groups[0]["lr"]
+        metrics_file.write(json.dumps(record) + "\n")
+        metrics_file.flush()
+        if tc.patience is not None and state["bad_validations"] >= tc.patience and not final:
+            stopped = f"early stopping ({tc.patience} validations without improvement)"
+            return True
+        return False
+
+    overall_start_ref = [time.monotonic()]
+    model_dim = cfg.model.hidden_dim
+    try:
+        while True:
+            if tc.max_steps is not None and state["step"] >= tc.max_steps:
+                stopped = "max_steps"
+                break
+            if tc.max_epochs is not None and stream.epoch >= tc.max_epochs:
+                stopped = "max_epochs"
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                stopped = "time budget"
+                break
+            batches = [next(stream) for _ in range(tc.accumulate)]
+            num_tokens = sum(b.num_tgt_tokens for b in batches)
+            optimizer.zero_grad(set_to_none=True)
+            step_loss = 0.0
+            for b in batches:
+                loss = loss_sum(model, b, tc.label_smoothing)
+                (loss / num_tokens).backward()
+                step_loss += float(loss.detach())
+            if tc.clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_norm)
+            state["step"] += 1
+            lr = learning_rate(tc, state["step"], state["plateau_scale"], model_dim)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.step()
+            window_tokens += num_tokens
+            overall_tokens += num_tokens
+            window_loss += step_loss
+            window_loss_tokens += num_tokens
+            if bar is not None:
+                bar.update(1)
+            if state["step"] % tc.log_every == 0:
+                elapsed = time.monotonic() - window_start
+                rate = window_tokens / max(elapsed, 1e-9)
+                avg = window_loss / max(window_loss_tokens, 1)
+                postfix = {"loss": f"{avg:.3f}", "tok/s": f"{rate:,.0f}", "lr": f"{lr:.2e}"}
+                if deadline is not None:
+                    postfix["left"] = f"{max(deadline - time.monotonic(), 0) / 60:.1f}m"
+                if bar is not None:
+                    bar.set_postfix(postfix)
+                log.info("step %d epoch %d loss %.4f tok/s %.0f lr %.2e", state["step"],
+                         stream.epoch, avg, rate, lr)
+                metrics_file.write(json.dumps({"step": state["step"], "train_loss": round(avg, 4),
+                                               "tok_per_s": round(rate, 1), "lr": lr}) + "\n")
+                window_tokens, window_start, window_loss, window_loss_tokens = (
+                    0, time.monotonic(), 0.0, 0)
+            if state["step"] % tc.valid_every == 0 and validate_and_save():
+                break
+        if state["step"] % tc.valid_every != 0 or state["step"] == 0:
+            validate_and_save(final=True)
+    finally:
+        metrics_file.close()
+        if bar is not None:
+            bar.close()
+    rate = overall_tokens / max(time.monotonic() - overall_start, 1e-9)
+    log.info("stopped after %d steps: %s; best %s %s at step %s", state["step"], stopped, metric,
+             state["best_score"], state["best_step"])
+    best = find_checkpoint(run_dir)
+    return TrainResult(run_dir, state["step"], state["best_score"], best, stopped, rate)
+
+
+def _plateau_update(tc: TrainConfig, state: dict[str, Any], value: float,
+                    higher_better: bool) -> None:
+    if tc.schedule != "plateau":
+        return
+    best = state["plateau_best"]
+    if best is None or (value > best if higher_better else value < best):
+        state.update(plateau_best=value, plateau_bad=0)
+        return
+    state["plateau_bad"] += 1
+    if state["plateau_bad"] > tc.plateau_patience:
+        state.update(plateau_scale=state["plateau_scale"] * tc.plateau_factor, plateau_bad=0)
+        log.info("plateau: learning rate scale now %.4f", state["plateau_scale"])
+
+
+def _progress(tc: TrainConfig, initial: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=tc.max_steps, initial=initial, unit="step", desc="train",
+                dynamic_ncols=True)

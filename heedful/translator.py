@@ -1,0 +1,129 @@
+"""Checkpoint -> tokenize -> decode -> detokenize. Used by the CLI, training and the server.
+
+Long inputs are sorted by length, batched, decoded and written back in input order; every
+input line gives exactly one output (an empty input gives an empty output).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from heedful.checkpoint import CheckpointError, find_checkpoint, load_model_weights
+from heedful.config import Config, DecodeConfig, load_config
+from heedful.data import pad
+from heedful.decoding import Hypothesis, beam_search, greedy_search, max_lengths
+from heedful.model import Seq2Seq, build_model
+from heedful.tokenizer import PAD_ID, Tokenizer
+
+SHIPPED_MODELS_DIR = Path(__file__).parent / "models"
+MAX_SOURCE_PIECES = 1024
+"""Longer inputs are cut to this many subwords (documented; never a crash)."""
+
+
+def resolve_run_dir(path_or_name: str | Path) -> Path:
+    """An existing path wins; otherwise the name of a model shipped with the package."""
+    path = Path(path_or_name)
+    if path.exists():
+        return path
+    shipped = SHIPPED_MODELS_DIR / str(path_or_name)
+    if shipped.is_dir() and (shipped / "config.yaml").exists():
+        return shipped
+    available = sorted(p.name for p in SHIPPED_MODELS_DIR.glob("*") if (p / "config.yaml").exists())
+    raise CheckpointError(
+        f"{path_or_name} is neither a run directory nor a shipped model "
+        f"(shipped models: {', '.join(available) or 'none'})")
+
+
+@dataclass
+class Translation:
+    """One input's result. ``attention``: (T_out, L, H, S) over subwords, when requested."""
+
+    text: str
+    score: float
+    n_best: list[tuple[str, float]] = field(default_factory=list)
+    src_pieces: list[str] = field(default_factory=list)
+    tgt_pieces: list[str] = field(default_factory=list)
+    attention: Tensor | None = None
+    num_tokens: int = 0
+
+
+class Translator:
+    def __init__(self, model: Seq2Seq, tokenizer: Tokenizer, config: Config) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.config = config
+
+    @classmethod
+    def from_checkpoint(cls, path_or_name: str | Path, which: str = "best") -> Translator:
+        run_dir = resolve_run_dir(path_or_name)
+        if not (run_dir / "config.yaml").exists():
+            raise CheckpointError(f"{run_dir} is not a run directory (no config.yaml)")
+        config = load_config(run_dir / "config.yaml")
+        ckpt = find_checkpoint(run_dir, which)
+        try:
+            tokenizer = Tokenizer.load(run_dir)
+        except (FileNotFoundError, ValueError) as err:
+            raise CheckpointError(str(err)) from None
+        model = build_model(config.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
+        load_model_weights(model, ckpt)
+        return cls(model, tokenizer, config)
+
+    def decode_options(self, **overrides: object) -> DecodeConfig:
+        """The run's decode config with non-None overrides applied (validated)."""
+        updates = {k: v for k, v in overrides.items() if v is not None}
+        return DecodeConfig.model_validate({**self.config.decode.model_dump(), **updates})
+
+    def translate(self, lines: Sequence[str], return_attention: bool = False,
+                  progress: bool = False, **decode_overrides: object) -> list[Translation]:
+        opts = self.decode_options(**decode_overrides)
+        src_ids = [ids[:MAX_SOURCE_PIECES - 1] + ids[-1:] for ids in
+                   self.tokenizer.encode_src([line.strip() for line in lines])]
+        results: list[Translation | None] = [None] * len(lines)
+        order = sorted((i for i, line in enumerate(lines) if line.strip()),
+                       key=lambda i: -len(src_ids[i]))
+        batches = [order[s : s + opts.batch_size] for s in range(0, len(order), opts.batch_size)]
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(order), unit="sent", desc="translate", leave=False)
+        for batch in batches:
+            hyps = self._decode_batch([src_ids[i] for i in batch], opts, return_attention)
+            for i, nbest in zip(batch, hyps, strict=True):
+                results[i] = self._to_translation(src_ids[i], nbest)
+            if bar is not None:
+                bar.update(len(batch))
+        if bar is not None:
+            bar.close()
+        return [r if r is not None else Translation("", 0.0) for r in results]
+
+    def _decode_batch(self, src: list[list[int]], opts: DecodeConfig, return_attention: bool
+                      ) -> list[list[Hypothesis]]:
+        src_t, src_mask = pad(src, PAD_ID)
+        caps = max_lengths(src_mask, opts.max_len_a, opts.max_len_b)
+        with torch.inference_mode():
+            if opts.beam_size == 1 and opts.n_best == 1:
+                return greedy_search(self.model, src_t, src_mask, caps, return_attention)
+            return beam_search(self.model, src_t, src_mask, caps, opts.beam_size,
+                               opts.length_penalty, opts.n_best, return_attention)
+
+    def _to_translation(self, src: list[int], nbest: list[Hypothesis]) -> Translation:
+        best = nbest[0]
+        tok = self.tokenizer
+        return Translation(
+            text=tok.decode_tgt(best.tokens),
+            score=best.norm_score,
+            n_best=[(tok.decode_tgt(h.tokens), h.norm_score) for h in nbest],
+            src_pieces=tok.src_pieces(src),
+            tgt_pieces=tok.tgt_pieces(best.tokens),
+            attention=best.attention,
+            num_tokens=len(best.tokens),
+        )
+
+    def translate_lines(self, lines: Iterable[str], **kwargs: object) -> list[str]:
+        return [t.text for t in self.translate(list(lines), **kwargs)]  # type: ignore[arg-type]
