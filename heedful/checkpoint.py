@@ -207,12 +207,22 @@ def save_checkpoint(
             shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync_dir(ckpt_root)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(
+            f"could not write checkpoint {final}: {err.strerror or err}; earlier checkpoints "
+            "are intact") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    atomic_write_text(ckpt_root / "latest", name + "\n")
-    if is_best:
-        atomic_write_text(ckpt_root / "best", name + "\n")
+    try:
+        atomic_write_text(ckpt_root / "latest", name + "\n")
+        if is_best:
+            atomic_write_text(ckpt_root / "best", name + "\n")
+    except OSError as err:
+        raise CheckpointError(
+            f"could not update the pointers in {ckpt_root}: {err.strerror or err}; the "
+            "checkpoints themselves are intact") from None
     _prune(ckpt_root, keep_last)
     return final
 
@@ -287,3 +297,29 @@ def newest_intact(run_dir: Path) -> tuple[Path | None, list[str]]:
         except CheckpointError as err:
             problems.append(str(err))
     return None, problems
+
+
+def export_run(run_dir: Path, out_dir: Path, half: bool = True) -> Path:
+    """Copy a run's best checkpoint into a new self-contained run directory for inference:
+    config, tokenizer, weights (fp16 if ``half``), no optimizer."""
+    from heedful.config import load_config
+    from heedful.model import build_model
+    from heedful.tokenizer import Tokenizer
+
+    ckpt = find_checkpoint(run_dir)
+    config = load_config(run_dir / "config.yaml")
+    tokenizer = Tokenizer.load(run_dir)
+    model = build_model(config.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
+    load_model_weights(model, ckpt)
+    state = verify_checkpoint(ckpt)
+    keep = {k: state[k] for k in ("step", "epoch", "best_score", "best_step", "train_seconds")
+            if k in state}
+    keep["exported_from"] = str(run_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise CheckpointError(f"{out_dir} exists and is not empty")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(run_dir / "config.yaml", out_dir / "config.yaml")
+    for f in Tokenizer.files(run_dir):
+        shutil.copy(f, out_dir / f.name)
+    return save_checkpoint(out_dir, int(state.get("step", 0)), model, keep, None, keep_last=1,
+                           is_best=True, half=half)

@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", default="runs/quickstart")
     p.add_argument("--no-progress", action="store_true")
 
+    p = sub.add_parser("export", help="write a run's best model as a new inference-only run dir")
+    p.add_argument("run_dir")
+    p.add_argument("out_dir")
+    p.add_argument("--format", choices=["heedful"], default="heedful")
+    p.add_argument("--float32", action="store_true", help="keep float32 (default: float16)")
+
     sub.add_parser("presets", help="list the named presets")
     return parser
 
@@ -109,8 +115,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if config_path and "=" in config_path and not Path(config_path).exists():
         overrides.insert(0, config_path)  # `heedful train --preset x a=b`
         config_path = None
-    explicit = bool(config_path or base or overrides)
-    config = load_config(config_path, overrides, base=base) if explicit or not args.resume else None
+    if args.resume and not (config_path or base):
+        if not args.run_dir:
+            raise ConfigError("--resume needs --run-dir (the run to continue)")
+        saved = Path(args.run_dir) / "config.yaml"
+        # a run killed before it wrote its config starts from the given overrides
+        config = load_config(saved if saved.exists() else None, overrides)
+    else:
+        config = load_config(config_path, overrides, base=base)
     run_dir = Path(args.run_dir or f"runs/{config.name if config else 'heedful'}")
     try:
         result = train(config, run_dir, resume=args.resume, init_from=args.init_from,
@@ -135,7 +147,7 @@ def _cmd_translate(args: argparse.Namespace) -> int:
     translator = Translator.from_checkpoint(args.run_dir)
     lines = _read_input(args.input)
     results = translator.translate(lines, progress=args.output is not None, **_decode_kwargs(args))
-    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
     try:
         for r in results:
             if args.json:
@@ -220,6 +232,16 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from heedful.checkpoint import export_run
+    from heedful.translator import resolve_run_dir
+
+    ckpt = export_run(resolve_run_dir(args.run_dir), Path(args.out_dir), half=not args.float32)
+    size = sum(p.stat().st_size for p in Path(args.out_dir).rglob("*") if p.is_file())
+    print(f"exported {ckpt} ({size / 1e6:.1f} MB)")
+    return 0
+
+
 def _cmd_presets(args: argparse.Namespace) -> int:
     from heedful.presets import PRESETS
 
@@ -235,5 +257,6 @@ COMMANDS = {
     "evaluate": _cmd_evaluate,
     "attention": _cmd_attention,
     "quickstart": _cmd_quickstart,
+    "export": _cmd_export,
     "presets": _cmd_presets,
 }

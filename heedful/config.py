@@ -327,4 +327,12 @@ def config_to_yaml(cfg: Config) -> str:
 
 
 def save_config(cfg: Config, path: Path) -> None:
-    path.write_text(config_to_yaml(cfg), encoding="utf-8")
+    """Write atomically (temporary name, fsync, rename): a crash never leaves half a config."""
+    import os
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(config_to_yaml(cfg))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -189,14 +189,13 @@ def beam_search(model: Decodable, src: Tensor, src_mask: Tensor, max_len: Tensor
             break
         if len(keep) < n:
             idx = torch.tensor(keep)
-            rows = (idx.unsqueeze(1) * k + torch.arange(k)).view(-1)
             sents = [sents[i] for i in keep]
             scores, hist_tok, hist_lp = scores[idx], hist_tok[idx], hist_lp[idx]
             if hist_attn is not None:
                 hist_attn = hist_attn[idx]
             new_beam, new_tok = new_beam[idx], new_tok[idx]
-            base_rows = (torch.arange(len(keep)).unsqueeze(1) * k + new_beam).view(-1)
-            state = state.select(rows).select(base_rows)
+            # old batch row of each surviving beam: kept sentence's slot * k + its parent beam
+            state = state.select((idx.unsqueeze(1) * k + new_beam).view(-1))
         else:
             state = state.select((base * k + new_beam).view(-1))
         prev = new_tok.view(-1)

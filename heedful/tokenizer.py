@@ -9,13 +9,14 @@ as ``spm.src.model`` and ``spm.tgt.model`` — SentencePiece's own format, no pi
 from __future__ import annotations
 
 import io
+import os
 import random
 from collections.abc import Sequence
 from pathlib import Path
 
 import sentencepiece as spm
 
-from heedful.config import TokenizerConfig
+from heedful.config import ConfigError, TokenizerConfig
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
@@ -25,6 +26,16 @@ def _train_one(lines: Sequence[str], cfg: TokenizerConfig, seed: int) -> bytes:
     if len(sample) > cfg.input_sentence_size:
         sample = random.Random(seed).sample(sample, cfg.input_sentence_size)
     buffer = io.BytesIO()
+    try:
+        _run_trainer(sample, cfg, buffer)
+    except RuntimeError as err:
+        detail = str(err).split("] ")[-1]
+        raise ConfigError(f"tokenizer.vocab_size ({cfg.vocab_size}) does not fit this corpus: "
+                          f"{detail}") from None
+    return buffer.getvalue()
+
+
+def _run_trainer(sample: list[str], cfg: TokenizerConfig, buffer: io.BytesIO) -> None:
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(sample),
         model_writer=buffer,
@@ -40,7 +51,6 @@ def _train_one(lines: Sequence[str], cfg: TokenizerConfig, seed: int) -> bytes:
         num_threads=2,
         minloglevel=2,
     )
-    return buffer.getvalue()
 
 
 class Tokenizer:
@@ -56,11 +66,11 @@ class Tokenizer:
               out_dir: Path, seed: int = 0) -> Tokenizer:
         out_dir.mkdir(parents=True, exist_ok=True)
         if cfg.joint:
-            (out_dir / "spm.model").write_bytes(
-                _train_one([*src_lines, *tgt_lines], cfg, seed))
+            _write_atomic(out_dir / "spm.model", _train_one([*src_lines, *tgt_lines], cfg, seed))
         else:
-            (out_dir / "spm.src.model").write_bytes(_train_one(src_lines, cfg, seed))
-            (out_dir / "spm.tgt.model").write_bytes(_train_one(tgt_lines, cfg, seed))
+            # target first: a crash in between leaves no spm.src.model, so resume retrains both
+            _write_atomic(out_dir / "spm.tgt.model", _train_one(tgt_lines, cfg, seed))
+            _write_atomic(out_dir / "spm.src.model", _train_one(src_lines, cfg, seed))
         return cls.load(out_dir)
 
     @classmethod
@@ -78,8 +88,12 @@ class Tokenizer:
 
     @staticmethod
     def files(directory: Path) -> list[Path]:
-        return [p for p in (directory / "spm.model", directory / "spm.src.model",
-                            directory / "spm.tgt.model") if p.exists()]
+        """The tokenizer files of a run directory ([] unless complete)."""
+        joint = directory / "spm.model"
+        if joint.exists():
+            return [joint]
+        pair = [directory / "spm.src.model", directory / "spm.tgt.model"]
+        return pair if all(p.exists() for p in pair) else []
 
     # ---------------------------------------------------------------- use
     @property
@@ -112,6 +126,15 @@ class Tokenizer:
         if i == EOS_ID:
             return "</s>"
         return str(proc.id_to_piece(i))
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def _load_processor(path: Path) -> spm.SentencePieceProcessor:

@@ -176,7 +176,14 @@ def train(
     run_dir = Path(run_dir)
     ckpt_root = run_dir / "checkpoints"
     if resume and (run_dir / "config.yaml").exists():
-        config = load_config(run_dir / "config.yaml")
+        saved = load_config(run_dir / "config.yaml")
+        if config is None:
+            config = saved
+        for section in ("data", "tokenizer", "model"):
+            if getattr(config, section) != getattr(saved, section):
+                raise TrainError(
+                    f"cannot resume {run_dir} with a different '{section}' section than the "
+                    "run was started with (only train and decode options may change)")
     if config is None:
         raise TrainError(f"{run_dir} has no config.yaml to resume from; pass a config")
     if not resume and ckpt_root.is_dir() and any(ckpt_root.iterdir()):
@@ -208,6 +215,9 @@ def _train(cfg: Config, run_dir: Path, resume: bool, init_from: str | Path | Non
     tok = data.tokenizer
     log.info("training pairs: %d kept, %d dropped by length filters", len(data.train_src),
              data.filtered)
+    if progress:
+        print(f"heedful: {len(data.train_src)} training pairs, {data.filtered} dropped by the "
+              "length filters (data.max_src_len, max_tgt_len, max_len_ratio; empty sides)")
     model = build_model(cfg.model, tok.src_vocab_size, tok.tgt_vocab_size)
     if init_dir is not None:
         load_model_weights(model, find_checkpoint(init_dir))
@@ -243,7 +253,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, init_from: str | Path | Non
     higher_better = metric != "loss"
     deadline = time.monotonic() + tc.max_minutes * 60 if tc.max_minutes else None
     bar = _progress(tc, state["step"], progress)
-    metrics_file = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
+    metrics_file = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
     window_tokens, window_start, window_loss, window_loss_tokens = 0, time.monotonic(), 0.0, 0
     overall_tokens, overall_start = 0, time.monotonic()
     stopped = "max_steps"

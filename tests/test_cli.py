@@ -1,0 +1,171 @@
+"""The console script end to end on a small real sample, and its error paths."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from heedful.cli import main
+
+TINY = [
+    "tokenizer.vocab_size=500", "model.embed_dim=32", "model.hidden_dim=32",
+    "train.batch_tokens=800", "train.valid_every=4", "train.log_every=2", "train.seed=5",
+    "decode.beam_size=3",
+]
+
+
+def data_overrides(src: Path, tgt: Path) -> list[str]:
+    return ["data.dataset=null"] + [f"data.{split}.{side}={path}" for split in
+                                    ("train", "dev", "test")
+                                    for side, path in (("src", src), ("tgt", tgt))]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory, sample_files) -> Path:
+    run = tmp_path_factory.mktemp("cli") / "run"
+    code = main(["train", *data_overrides(*sample_files), *TINY, "train.max_steps=8",
+                 "--run-dir", str(run), "--no-progress"])
+    assert code == 0
+    return run
+
+
+def test_run_directory_is_self_contained(trained_run: Path) -> None:
+    names = {p.name for p in trained_run.iterdir()}
+    assert {"config.yaml", "spm.model", "train.log", "metrics.jsonl", "checkpoints"} <= names
+    metrics = (trained_run / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in metrics]
+    assert any("dev_bleu" in r for r in records)
+    assert any("tok_per_s" in r for r in records)
+    assert (trained_run / "checkpoints" / "best").read_text().strip().startswith("step-")
+
+
+def test_translate_stdin_keeps_one_line_per_input(trained_run: Path, monkeypatch, capsys
+                                                  ) -> None:
+    text = "Y dijo Dios: Sea la luz.\n\n   \nY fué la luz.\n\n"
+    monkeypatch.setattr(sys, "stdin", io.StringIO(text))
+    assert main(["translate", str(trained_run)]) == 0
+    out = capsys.readouterr().out
+    lines = out.split("\n")[:-1]
+    assert len(lines) == 5
+    assert lines[1] == "" and lines[2] == "" and lines[4] == ""
+
+
+def test_translate_files_and_json_nbest(trained_run: Path, tmp_path: Path, capsys) -> None:
+    src = tmp_path / "in.es"
+    src.write_text("Y dijo Dios.\nhola\n")
+    out = tmp_path / "out.en"
+    assert main(["translate", str(trained_run), "-i", str(src), "-o", str(out)]) == 0
+    assert len(out.read_text().split("\n")) == 3
+    assert main(["translate", str(trained_run), "-i", str(src), "--json", "--n-best", "2"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 2 and len(rows[0]["n_best"]) == 2
+
+
+def test_evaluate_json(trained_run: Path, capsys) -> None:
+    assert main(["evaluate", str(trained_run), "--split", "test", "--json",
+                 "--beam-size", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["num_sentences"] == 200
+    assert "BLEU" not in report and report["bleu_signature"].startswith("nrefs:1")
+    assert 0.0 <= report["chrf"] <= 100.0
+
+
+def test_attention_plot(trained_run: Path, tmp_path: Path) -> None:
+    png = tmp_path / "attn.png"
+    assert main(["attention", str(trained_run), "Y dijo Dios: Sea la luz.", "-o", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_resume_matches_uninterrupted_run(tmp_path: Path, sample_files) -> None:
+    data = data_overrides(*sample_files)
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert main(["train", *data, *TINY, "train.max_steps=8", "--run-dir", str(full),
+                 "--no-progress"]) == 0
+    assert main(["train", *data, *TINY, "train.max_steps=4", "--run-dir", str(part),
+                 "--no-progress"]) == 0
+    assert main(["train", "train.max_steps=8", "--resume", "--run-dir", str(part),
+                 "--no-progress"]) == 0
+    a = load_file(str(full / "checkpoints" / "step-00000008" / "model.safetensors"))
+    b = load_file(str(part / "checkpoints" / "step-00000008" / "model.safetensors"))
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
+
+
+def test_init_from_fine_tunes_with_fresh_optimizer(trained_run: Path, tmp_path: Path,
+                                                   sample_files) -> None:
+    run = tmp_path / "ft"
+    assert main(["train", *data_overrides(*sample_files), *TINY, "train.max_steps=2",
+                 "--init-from", str(trained_run), "--run-dir", str(run), "--no-progress"]) == 0
+    assert (run / "spm.model").read_bytes() == (trained_run / "spm.model").read_bytes()
+    state = json.loads((run / "checkpoints" / "step-00000002" / "trainer_state.json").read_text())
+    assert state["step"] == 2
+
+
+# --------------------------------------------------------------------------- error paths
+
+
+def run_error(argv: list[str], capsys) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.startswith("heedful: error: ")
+    return err
+
+
+def test_error_mismatched_line_counts(tmp_path: Path, capsys) -> None:
+    (tmp_path / "a.es").write_text("uno\ndos\ntres\n")
+    (tmp_path / "a.en").write_text("one\n")
+    err = run_error(["train", *data_overrides(tmp_path / "a.es", tmp_path / "a.en"),
+                     "--run-dir", str(tmp_path / "r"), "--no-progress"], capsys)
+    assert "a.es has 3 lines" in err and "a.en has 1 lines" in err
+
+
+def test_error_unknown_config_key(tmp_path: Path, capsys) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model:\n  atention: dot\n")
+    err = run_error(["train", str(cfg), "--run-dir", str(tmp_path / "r")], capsys)
+    assert "unknown key 'model.atention'; did you mean 'model.attention'?" in err
+
+
+def test_error_vocabulary_too_small(tmp_path: Path, sample_files, capsys) -> None:
+    err = run_error(["train", *data_overrides(*sample_files), "tokenizer.vocab_size=100",
+                     "--run-dir", str(tmp_path / "r"), "--no-progress"], capsys)
+    assert "tokenizer.vocab_size (100) does not fit this corpus" in err
+
+
+def test_error_wrong_type(tmp_path: Path, capsys) -> None:
+    err = run_error(["train", "train.batch_tokens=lots", "--run-dir", str(tmp_path / "r")],
+                    capsys)
+    assert "train.batch_tokens: Input should be a valid integer" in err
+
+
+def test_error_run_dir_without_checkpoint(tmp_path: Path, capsys) -> None:
+    (tmp_path / "config.yaml").write_text("name: x\n")
+    err = run_error(["translate", str(tmp_path)], capsys)
+    assert "has no checkpoint" in err
+
+
+def test_error_not_a_run_dir_nor_model(capsys) -> None:
+    err = run_error(["translate", "no-such-run-or-model"], capsys)
+    assert "neither a run directory nor a shipped model" in err
+
+
+def test_error_invalid_utf8_input(trained_run: Path, tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.es"
+    bad.write_bytes(b"hola\n\xff\xfe\n")
+    err = run_error(["translate", str(trained_run), "-i", str(bad)], capsys)
+    assert "bad.es, line 2: invalid UTF-8" in err
+
+
+def test_python_dash_m_runs_without_traceback() -> None:
+    proc = subprocess.run([sys.executable, "-m", "heedful", "translate", "nothing-here"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "heedful: error:" in proc.stderr

@@ -1,0 +1,99 @@
+"""Strict config loading: every error names the key path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from heedful.config import ConfigError, load_config
+from heedful.presets import PRESETS, get_preset
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_load() -> None:
+    cfg = load_config()
+    assert cfg.model.attention == "scaled_dot"
+    assert cfg.model.input_feeding is True
+    assert cfg.data.dataset == "bible-es-en"
+
+
+def test_unknown_key_names_closest_valid_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown key 'model.hiden_dim'; did you mean "
+                                          r"'model.hidden_dim'\?"):
+        load_config(write(tmp_path, "model:\n  hiden_dim: 128\n"))
+
+
+def test_unknown_top_level_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown key 'trian'; did you mean 'train'"):
+        load_config(write(tmp_path, "trian:\n  lr: 0.1\n"))
+
+
+def test_wrong_type_names_key_path_and_type(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"model.hidden_dim: Input should be a valid integer"):
+        load_config(write(tmp_path, "model:\n  hidden_dim: big\n"))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.lr=-1", r"train.lr: Input should be greater than 0"),
+    ("model.dropout=1.0", r"model.dropout: Input should be less than 1"),
+    ("decode.beam_size=0", r"decode.beam_size: Input should be greater than 0"),
+    ("model.hidden_dim=-5", r"model.hidden_dim: Input should be greater than 0"),
+    ("model.attention=luong", r"model.attention: Input should be 'none', 'dot'"),
+])
+def test_out_of_range_values(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_overrides_are_yaml_typed() -> None:
+    cfg = load_config(None, ["model.hidden_dim=128", "train.clip_norm=null", "model.rnn_type=gru"])
+    assert cfg.model.hidden_dim == 128
+    assert cfg.train.clip_norm is None
+    assert cfg.model.rnn_type == "gru"
+
+
+def test_override_without_equals() -> None:
+    with pytest.raises(ConfigError, match="override 'model.hidden_dim' is not of the form"):
+        load_config(None, ["model.hidden_dim"])
+
+
+def test_malformed_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is not valid YAML"):
+        load_config(write(tmp_path, "model: [unclosed\n"))
+
+
+def test_top_level_must_be_mapping(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(write(tmp_path, "- a\n- b\n"))
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model.attention=multihead"], "model.attention_heads is required for attention: multihead"),
+    (["model.attention_heads=4"], "model.attention_heads applies only to attention: multihead"),
+    (["model.attention=none"], "model.input_feeding must be false with attention: none"),
+    (["model.tie_output=true"], "model.tie_output needs model.embed_dim == model.hidden_dim"),
+    (["data.dataset=null"], "data.train is required when data.dataset is null"),
+])
+def test_cross_field_checks(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_are_valid_and_round_trip(name: str, tmp_path: Path) -> None:
+    from heedful.config import save_config
+
+    cfg = get_preset(name)
+    save_config(cfg, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == cfg

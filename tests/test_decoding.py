@@ -1,0 +1,191 @@
+"""Greedy and beam search: against a scripted oracle, and on real (random) models."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from heedful.config import ModelConfig
+from heedful.data import pad
+from heedful.decoding import beam_search, greedy_search, length_penalty
+from heedful.model import build_model
+from heedful.tokenizer import BOS_ID, EOS_ID, PAD_ID
+
+A, B = 4, 5
+VOCAB = 6
+EPS = 1e-9
+
+# next-token probabilities after each prefix (over EOS, A, B); others: EOS 0.9, A/B 0.05
+TABLE = {
+    (): {A: 0.55, B: 0.45},
+    (A,): {EOS_ID: 0.5, A: 0.3, B: 0.2},
+    (B,): {B: 0.9, EOS_ID: 0.1},
+    (B, B): {EOS_ID: 0.9, B: 0.1},
+}
+DEFAULT = {EOS_ID: 0.9, A: 0.05, B: 0.05}
+
+
+def prob(prefix: tuple[int, ...], token: int) -> float:
+    return TABLE.get(prefix, DEFAULT).get(token, EPS)
+
+
+@dataclass
+class OracleState:
+    prefixes: list[tuple[int, ...]]
+
+    def select(self, index: torch.Tensor) -> OracleState:
+        return OracleState([self.prefixes[i] for i in index.tolist()])
+
+
+class Oracle:
+    """A scripted model implementing the decoding protocol; ignores the source."""
+
+    def encode(self, src: torch.Tensor, src_mask: torch.Tensor) -> int:
+        return src.size(0)
+
+    def init_state(self, n: int) -> OracleState:
+        return OracleState([() for _ in range(n)])
+
+    def step(self, prev: torch.Tensor, state: OracleState, need_weights: bool = False):
+        prefixes = [p if t == BOS_ID else (*p, t) for p, t in
+                    zip(state.prefixes, prev.tolist(), strict=True)]
+        logp = torch.tensor([[math.log(prob(p, v)) for v in range(VOCAB)] for p in prefixes])
+        return logp, OracleState(prefixes), None
+
+
+def run_beam(beam: int, alpha: float, n_best: int, cap: int = 6):
+    src = torch.tensor([[A, EOS_ID]])
+    return beam_search(Oracle(), src, src != PAD_ID, torch.tensor([cap]), beam, alpha, n_best)[0]
+
+
+def test_beam_oracle_hand_computed_nbest() -> None:
+    hyps = run_beam(beam=2, alpha=0.0, n_best=2)
+    # B B EOS = .45 * .9 * .9 = .3645 beats A EOS = .55 * .5 = .275, found one step later
+    assert [h.tokens for h in hyps] == [[B, B, EOS_ID], [A, EOS_ID]]
+    assert hyps[0].score == pytest.approx(math.log(0.45 * 0.9 * 0.9))
+    assert hyps[1].score == pytest.approx(math.log(0.55 * 0.5))
+    assert hyps[0].token_scores == pytest.approx([math.log(0.45), math.log(0.9), math.log(0.9)])
+
+
+def test_beam_does_not_stop_before_best_is_certain() -> None:
+    # A EOS finishes first (step 2) while B B is still alive with a better score
+    hyps = run_beam(beam=2, alpha=0.0, n_best=1)
+    assert hyps[0].tokens == [B, B, EOS_ID]
+
+
+def brute_force(alpha: float, cap: int) -> list[tuple[float, list[int]]]:
+    results = []
+    for n in range(0, cap):
+        for body in itertools.product([A, B], repeat=n):
+            seq = [*body, EOS_ID]
+            s = sum(math.log(prob(tuple(seq[:i]), seq[i])) for i in range(len(seq)))
+            results.append((s / length_penalty(len(seq), alpha), seq))
+    return sorted(results, reverse=True)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.6, 1.0, 2.0])
+def test_wide_beam_equals_exhaustive_search(alpha: float) -> None:
+    hyps = run_beam(beam=16, alpha=alpha, n_best=3, cap=5)
+    expected = brute_force(alpha, cap=5)[:3]
+    assert [h.tokens for h in hyps] == [seq for _, seq in expected]
+    assert [h.norm_score for h in hyps] == pytest.approx([s for s, _ in expected])
+
+
+def test_greedy_oracle() -> None:
+    src = torch.tensor([[A, EOS_ID]])
+    hyp = greedy_search(Oracle(), src, src != PAD_ID, torch.tensor([6]))[0][0]
+    assert hyp.tokens == [A, EOS_ID]
+    assert hyp.score == pytest.approx(math.log(0.55 * 0.5))
+
+
+# --------------------------------------------------------------------------- real models
+
+CONFIGS = {
+    "scaled_dot+feed": dict(attention="scaled_dot", input_feeding=True),
+    "scaled_dot": dict(attention="scaled_dot", input_feeding=False),
+    "additive+feed+gru": dict(attention="additive", input_feeding=True, rnn_type="gru"),
+    "multihead+2layers": dict(attention="multihead", attention_heads=2, input_feeding=True,
+                              decoder_layers=2, encoder_layers=2),
+    "none": dict(attention="none", input_feeding=False),
+}
+
+
+def small_model(**overrides):
+    torch.manual_seed(3)
+    cfg = ModelConfig(embed_dim=12, hidden_dim=16, dropout=0.0, **overrides)
+    return build_model(cfg, 20, 20).eval()
+
+
+def sources():
+    gen = torch.Generator().manual_seed(0)
+    seqs = [([*torch.randint(4, 20, (n,), generator=gen).tolist(), EOS_ID]) for n in (7, 3, 11)]
+    return seqs
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_step_by_step_equals_teacher_forced(name: str) -> None:
+    model = small_model(**CONFIGS[name])
+    src, src_mask = pad(sources(), PAD_ID)
+    tgt_in = torch.tensor([[BOS_ID, 5, 6, 7, 8], [BOS_ID, 9, 9, 4, 4], [BOS_ID, 4, 5, 6, 7]])
+    with torch.no_grad():
+        full = torch.log_softmax(model(src, src_mask, tgt_in), -1)
+        state = model.init_state(model.encode(src, src_mask))
+        for t in range(tgt_in.size(1)):
+            logp, state, _ = model.step(tgt_in[:, t], state)
+            torch.testing.assert_close(logp, full[:, t], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_beam_size_one_equals_greedy(name: str) -> None:
+    model = small_model(**CONFIGS[name])
+    src, src_mask = pad(sources(), PAD_ID)
+    caps = torch.full((3,), 12)
+    greedy = greedy_search(model, src, src_mask, caps)
+    beam = beam_search(model, src, src_mask, caps, beam_size=1, alpha=0.0)
+    for g, b in zip(greedy, beam, strict=True):
+        assert g[0].tokens == b[0].tokens
+        assert g[0].score == pytest.approx(b[0].score, abs=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("beam", [1, 4])
+def test_alone_equals_inside_padded_batch(name: str, beam: int) -> None:
+    model = small_model(**CONFIGS[name])
+    seqs = sources()
+    src, src_mask = pad(seqs, PAD_ID)
+    caps = torch.full((3,), 12)
+    need = name != "none"
+    batched = beam_search(model, src, src_mask, caps, beam, 1.0, 1, return_attention=need)
+    for i, s in enumerate(seqs):
+        one = torch.tensor([s])
+        alone = beam_search(model, one, one != PAD_ID, caps[:1], beam, 1.0, 1,
+                            return_attention=need)[0][0]
+        assert batched[i][0].tokens == alone.tokens
+        assert batched[i][0].score == pytest.approx(alone.score, abs=1e-4)
+        if need:
+            assert batched[i][0].attention is not None and alone.attention is not None
+            torch.testing.assert_close(batched[i][0].attention, alone.attention, atol=1e-5,
+                                       rtol=1e-4)
+
+
+def test_attention_returned_with_protocol_shape() -> None:
+    model = small_model(attention="multihead", attention_heads=2)
+    src, src_mask = pad(sources(), PAD_ID)
+    hyps = beam_search(model, src, src_mask, torch.full((3,), 6), 3, 1.0, 2,
+                       return_attention=True)
+    for i, nbest in enumerate(hyps):
+        assert len(nbest) == 2
+        h = nbest[0]
+        assert h.attention is not None
+        assert h.attention.shape == (len(h.tokens), 1, 2, int(src_mask[i].sum()))
+        torch.testing.assert_close(h.attention.sum(-1), torch.ones(len(h.tokens), 1, 2))
+
+
+def test_n_best_larger_than_beam_is_an_error() -> None:
+    src = torch.tensor([[A, EOS_ID]])
+    with pytest.raises(ValueError, match="n_best \\(3\\) cannot exceed beam_size \\(2\\)"):
+        beam_search(Oracle(), src, src != PAD_ID, torch.tensor([5]), 2, 0.0, 3)
