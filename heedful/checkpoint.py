@@ -207,10 +207,12 @@ def save_checkpoint(
             shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync_dir(ckpt_root)
-    except OSError as err:
+    except (OSError, SafetensorError) as err:
+        # safetensors reports a failed write (disk full, file too large) as SafetensorError
         shutil.rmtree(tmp, ignore_errors=True)
+        reason = getattr(err, "strerror", None) or str(err)
         raise CheckpointError(
-            f"could not write checkpoint {final}: {err.strerror or err}; earlier checkpoints "
+            f"could not write checkpoint {final}: {reason}; earlier checkpoints "
             "are intact") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -312,8 +314,9 @@ def export_run(run_dir: Path, out_dir: Path, half: bool = True) -> Path:
     model = build_model(config.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
     load_model_weights(model, ckpt)
     state = verify_checkpoint(ckpt)
-    keep = {k: state[k] for k in ("step", "epoch", "best_score", "best_step", "train_seconds")
-            if k in state}
+    keep: dict[str, Any] = {k: state[k] for k in
+                            ("step", "epoch", "best_score", "best_step", "train_seconds")
+                            if k in state}
     keep["exported_from"] = str(run_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise CheckpointError(f"{out_dir} exists and is not empty")

@@ -173,10 +173,10 @@ def _eval_files(args: argparse.Namespace, translator: Any) -> tuple[list[str], l
         return corpus.src, corpus.tgt
     from heedful.data import load_split
 
-    corpus = load_split(translator.config.data, args.split or "test")
-    if corpus is None:
+    split = load_split(translator.config.data, args.split or "test")
+    if split is None:
         raise DataError(f"the run's config has no {args.split or 'test'} split; use --src/--ref")
-    return corpus.src, corpus.tgt
+    return split.src, split.tgt
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:

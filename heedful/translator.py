@@ -39,6 +39,11 @@ def resolve_run_dir(path_or_name: str | Path) -> Path:
         f"(shipped models: {', '.join(available) or 'none'})")
 
 
+def _cap_source(ids: list[int]) -> list[int]:
+    """Cut an over-long source (ending with EOS) to MAX_SOURCE_PIECES, keeping the EOS."""
+    return ids if len(ids) <= MAX_SOURCE_PIECES else ids[: MAX_SOURCE_PIECES - 1] + ids[-1:]
+
+
 @dataclass
 class Translation:
     """One input's result. ``attention``: (T_out, L, H, S) over subwords, when requested."""
@@ -81,7 +86,7 @@ class Translator:
     def translate(self, lines: Sequence[str], return_attention: bool = False,
                   progress: bool = False, **decode_overrides: object) -> list[Translation]:
         opts = self.decode_options(**decode_overrides)
-        src_ids = [ids[:MAX_SOURCE_PIECES - 1] + ids[-1:] for ids in
+        src_ids = [_cap_source(ids) for ids in
                    self.tokenizer.encode_src([line.strip() for line in lines])]
         results: list[Translation | None] = [None] * len(lines)
         order = sorted((i for i, line in enumerate(lines) if line.strip()),

@@ -68,6 +68,16 @@ def test_translate_files_and_json_nbest(trained_run: Path, tmp_path: Path, capsy
     assert len(rows) == 2 and len(rows[0]["n_best"]) == 2
 
 
+def test_source_pieces_end_with_one_eos_and_long_inputs_are_capped(trained_run: Path) -> None:
+    from heedful.translator import MAX_SOURCE_PIECES, Translator
+
+    translator = Translator.from_checkpoint(trained_run)
+    short, long = translator.translate(["Y dijo Dios.", "palabra " * 3000], beam_size=1,
+                                       max_len_a=0.01, max_len_b=2)
+    assert short.src_pieces[-1] == "</s>" and short.src_pieces[-2] != "</s>"
+    assert len(long.src_pieces) == MAX_SOURCE_PIECES and long.src_pieces[-1] == "</s>"
+
+
 def test_evaluate_json(trained_run: Path, capsys) -> None:
     assert main(["evaluate", str(trained_run), "--split", "test", "--json",
                  "--beam-size", "1"]) == 0

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from heedful.cli import main
 from heedful.data import load_split
 from heedful.evaluate import score_corpus
