@@ -23,10 +23,12 @@ def main() -> None:
     parser.add_argument("--max-len", type=int, default=40)
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--attention", nargs="+", default=["scaled_dot", "none"],
+                        help="which variants to train (default: scaled_dot and none)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     report = {}
-    for attention in ("scaled_dot", "none"):
+    for attention in args.attention:
         cfg = ModelConfig(rnn_type="gru", embed_dim=64, hidden_dim=128, dropout=0.0,
                           attention=attention, input_feeding=False)
         _, result = train_reverse(cfg, min_len=args.min_len, max_len=args.max_len,

@@ -175,14 +175,14 @@ def save_checkpoint(
 ) -> Path:
     """Save atomically; update ``latest`` (and ``best``); prune to the last ``keep_last``."""
     ckpt_root = run_dir / "checkpoints"
-    ckpt_root.mkdir(parents=True, exist_ok=True)
     name = f"{_STEP_PREFIX}{step:08d}"
     final = ckpt_root / name
     tmp = ckpt_root / f".tmp-{name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
     try:
+        ckpt_root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
         tensors, aliases = _dedupe(model.state_dict())
         if half:
             tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}

@@ -86,6 +86,8 @@ class Corpus:
     src: list[str]
     tgt: list[str]
     origin: str
+    skipped: int = 0
+    """Input lines that held no pair (blank JSONL lines), reported to the user."""
 
     def __len__(self) -> int:
         return len(self.src)
@@ -128,8 +130,10 @@ def read_tsv(path: str | Path, src_field: str = "0", tgt_field: str = "1") -> Co
 def read_jsonl(path: str | Path, src_field: str = "src", tgt_field: str = "tgt") -> Corpus:
     """A JSONL file with one object per line holding ``src_field`` and ``tgt_field``."""
     src, tgt = [], []
+    blank = 0
     for no, line in enumerate(read_lines(path), 1):
         if not line.strip():
+            blank += 1
             continue
         try:
             obj = json.loads(line)
@@ -147,7 +151,7 @@ def read_jsonl(path: str | Path, src_field: str = "src", tgt_field: str = "tgt")
                 raise DataError(f"{path}, line {no}: field {field!r} is not a string")
         src.append(_clean(obj[src_field]))
         tgt.append(_clean(obj[tgt_field]))
-    return Corpus(src, tgt, str(path))
+    return Corpus(src, tgt, str(path), skipped=blank)
 
 
 def require_nonempty(corpus: Corpus, what: str) -> Corpus:
@@ -296,5 +300,5 @@ def load_split(data_cfg: DataConfig, split: str) -> Corpus | None:
     if split == "dev":
         limit = data_cfg.dev_limit
     if limit is not None:
-        corpus = Corpus(corpus.src[:limit], corpus.tgt[:limit], corpus.origin)
+        corpus = Corpus(corpus.src[:limit], corpus.tgt[:limit], corpus.origin, corpus.skipped)
     return require_nonempty(corpus, f"the {split} split")

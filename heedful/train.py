@@ -103,7 +103,7 @@ def prepare_data(cfg: Config, run_dir: Path, tokenizer_from: Path | None = None
         if d.max_len_ratio is not None and max(len(s) / len(t), len(t) / len(s)) > d.max_len_ratio:
             continue
         keep.append(i)
-    filtered = len(src) - len(keep)
+    filtered = len(src) - len(keep) + train.skipped
     if not keep:
         raise DataError(f"no training pairs left after length filtering ({train.origin})")
     return PreparedData(tokenizer, [src[i] for i in keep], [tgt[i] for i in keep], dev, filtered)
@@ -216,8 +216,9 @@ def _train(cfg: Config, run_dir: Path, resume: bool, init_from: str | Path | Non
     log.info("training pairs: %d kept, %d dropped by length filters", len(data.train_src),
              data.filtered)
     if progress:
-        print(f"heedful: {len(data.train_src)} training pairs, {data.filtered} dropped by the "
-              "length filters (data.max_src_len, max_tgt_len, max_len_ratio; empty sides)")
+        print(f"heedful: {len(data.train_src)} training pairs, {data.filtered} dropped (length "
+              "filters data.max_src_len/max_tgt_len/max_len_ratio, empty sides, blank JSONL "
+              "lines)")
     model = build_model(cfg.model, tok.src_vocab_size, tok.tgt_vocab_size)
     if init_dir is not None:
         load_model_weights(model, find_checkpoint(init_dir))

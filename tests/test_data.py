@@ -69,6 +69,12 @@ def test_tsv_and_jsonl(tmp_path: Path) -> None:
     assert corpus.tgt == ["hello", "yes"]
 
 
+def test_jsonl_blank_lines_are_counted(tmp_path: Path) -> None:
+    (tmp_path / "x.jsonl").write_text('{"src": "a", "tgt": "b"}\n\n   \n{"src": "c", "tgt": "d"}\n')
+    corpus = read_jsonl(tmp_path / "x.jsonl")
+    assert len(corpus) == 2 and corpus.skipped == 2
+
+
 def test_jsonl_missing_field_names_line(tmp_path: Path) -> None:
     (tmp_path / "x.jsonl").write_text('{"es": "hola", "en": "hello"}\n{"es": "sí"}\n')
     with pytest.raises(DataError, match=r"x\.jsonl, line 2: missing field 'en'"):
