@@ -71,7 +71,7 @@ class TokenizerConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    arch: Literal["rnn"] = "rnn"
+    arch: Literal["rnn", "transformer"] = "rnn"
     rnn_type: Literal["lstm", "gru"] = "lstm"
     embed_dim: int = Field(256, gt=0)
     hidden_dim: int = Field(512, gt=0)
@@ -91,6 +91,14 @@ class ModelConfig(_Strict):
     share_embeddings: bool = False
     """One embedding matrix for source and target (needs a joint tokenizer)."""
     dropout: float = Field(0.2, ge=0, lt=1)
+    ff_dim: int | None = Field(None, gt=0)
+    """Transformer only (required there): feed-forward size."""
+    pre_norm: bool = True
+    """Transformer only: layer norm before each sub-layer (pre-norm) or after (post-norm)."""
+    positions: Literal["sinusoidal", "learned"] = "sinusoidal"
+    """Transformer only: position encodings."""
+    max_positions: int = Field(2048, gt=0)
+    """Transformer only: longest source or output, in subwords."""
 
 
 class TrainConfig(_Strict):
@@ -172,6 +180,19 @@ def _check_cross_fields(cfg: Config) -> None:
             f"model.attention_heads applies only to attention: multihead "
             f"(attention is {m.attention!r}); remove it"
         )
+    if m.arch == "transformer":
+        if m.attention != "multihead":
+            raise ValueError("model.arch: transformer needs model.attention: multihead "
+                             f"(got {m.attention!r})")
+        if m.ff_dim is None:
+            raise ValueError("model.ff_dim is required for model.arch: transformer")
+        if m.embed_dim != m.hidden_dim:
+            raise ValueError("model.arch: transformer needs model.embed_dim == model.hidden_dim "
+                             f"(got {m.embed_dim} and {m.hidden_dim})")
+        if m.input_feeding:
+            raise ValueError("model.input_feeding must be false for model.arch: transformer")
+    elif m.ff_dim is not None:
+        raise ValueError("model.ff_dim applies only to model.arch: transformer; remove it")
     if m.attention == "none" and m.input_feeding:
         raise ValueError(
             "model.input_feeding must be false with attention: none (input feeding passes "

@@ -22,6 +22,7 @@ from heedful.attention import build_attention
 from heedful.config import ModelConfig
 from heedful.rnn import RNNDecoder, RNNDecoderState, RNNEncoder
 from heedful.tokenizer import PAD_ID
+from heedful.transformer import TransformerSeq2Seq
 
 
 @dataclass
@@ -77,8 +78,19 @@ class Seq2Seq(nn.Module):
                 None if attention is None else attention.squeeze(1))
 
 
-def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Seq:
+def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -> Model:
     """The one place that maps a model config to modules and injects them."""
+    if cfg.arch == "transformer":
+        if cfg.share_embeddings and src_vocab_size != tgt_vocab_size:
+            raise ValueError("model.share_embeddings needs equal source and target vocabularies")
+        assert cfg.attention_heads is not None and cfg.ff_dim is not None  # validated in config
+        transformer = TransformerSeq2Seq(
+            src_vocab_size, tgt_vocab_size, cfg.hidden_dim, cfg.attention_heads, cfg.ff_dim,
+            cfg.encoder_layers, cfg.decoder_layers, cfg.dropout, cfg.pre_norm,
+            cfg.positions == "learned", cfg.max_positions, cfg.share_embeddings,
+            cfg.tie_output, PAD_ID)
+        _init_weights(transformer)
+        return transformer
     src_embed = nn.Embedding(src_vocab_size, cfg.embed_dim, padding_idx=PAD_ID)
     if cfg.share_embeddings:
         if src_vocab_size != tgt_vocab_size:
@@ -103,6 +115,10 @@ def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -> S
     model = Seq2Seq(src_embed, tgt_embed, encoder, decoder, output, cfg.dropout)
     _init_weights(model)
     return model
+
+
+Model = Seq2Seq | TransformerSeq2Seq
+"""Every architecture implements the same protocol (see the module docstring)."""
 
 
 def _init_weights(model: nn.Module) -> None:

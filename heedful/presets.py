@@ -51,11 +51,27 @@ def rnn_none() -> Config:
     }, "preset rnn-none")
 
 
+def transformer_small() -> Config:
+    """A small pre-norm Transformer, the peers' benchmark shape: 3+3 layers, d_model 256,
+    4 heads, feed-forward 1024, shared and tied embeddings; Adam (0.9, 0.98) with the noam
+    schedule (warm-up 1000) as both peers configure it."""
+    return config_from_dict({
+        "name": "transformer-small",
+        "model": {"arch": "transformer", "attention": "multihead", "attention_heads": 4,
+                  "embed_dim": 256, "hidden_dim": 256, "ff_dim": 1024, "encoder_layers": 3,
+                  "decoder_layers": 3, "input_feeding": False, "share_embeddings": True,
+                  "tie_output": True, "dropout": 0.1},
+        "train": {"lr": 1.0, "betas": [0.9, 0.98], "schedule": "noam", "warmup_steps": 1000,
+                  "clip_norm": None},
+    }, "preset transformer-small")
+
+
 PRESETS: dict[str, Callable[[], Config]] = {
     "quickstart": quickstart,
     "rnn-scaled-dot": rnn_scaled_dot,
     "rnn-additive": rnn_additive,
     "rnn-none": rnn_none,
+    "transformer-small": transformer_small,
 }
 
 

@@ -33,7 +33,7 @@ from heedful.checkpoint import (
 from heedful.config import Config, TrainConfig, load_config, save_config
 from heedful.data import BatchStream, Corpus, DataError, load_split, make_batch, plan_batches
 from heedful.evaluate import score_corpus
-from heedful.model import Seq2Seq, build_model, count_parameters
+from heedful.model import Model, build_model, count_parameters
 from heedful.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from heedful.translator import Translator
 
@@ -121,7 +121,7 @@ def _set_rng_state(encoded: str) -> None:
     torch.set_rng_state(torch.frombuffer(bytearray(raw), dtype=torch.uint8))
 
 
-def loss_sum(model: Seq2Seq, batch: Any, label_smoothing: float) -> torch.Tensor:
+def loss_sum(model: Model, batch: Any, label_smoothing: float) -> torch.Tensor:
     """Label-smoothed cross-entropy summed over real target tokens (padding ignored)."""
     logits = model(batch.src, batch.src_mask, batch.tgt_in)
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(),
@@ -130,7 +130,7 @@ def loss_sum(model: Seq2Seq, batch: Any, label_smoothing: float) -> torch.Tensor
 
 
 @torch.inference_mode()
-def dev_loss(model: Seq2Seq, tokenizer: Tokenizer, dev: Corpus, batch_tokens: int) -> float:
+def dev_loss(model: Model, tokenizer: Tokenizer, dev: Corpus, batch_tokens: int) -> float:
     """Mean per-token cross-entropy (no smoothing) on the dev set."""
     model.eval()
     src, tgt = tokenizer.encode_src(dev.src), tokenizer.encode_tgt(dev.tgt)

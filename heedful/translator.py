@@ -17,7 +17,7 @@ from heedful.checkpoint import CheckpointError, find_checkpoint, load_model_weig
 from heedful.config import Config, DecodeConfig, load_config
 from heedful.data import pad
 from heedful.decoding import Hypothesis, beam_search, greedy_search, max_lengths
-from heedful.model import Seq2Seq, build_model
+from heedful.model import Model, build_model
 from heedful.tokenizer import PAD_ID, Tokenizer
 
 SHIPPED_MODELS_DIR = Path(__file__).parent / "models"
@@ -39,9 +39,9 @@ def resolve_run_dir(path_or_name: str | Path) -> Path:
         f"(shipped models: {', '.join(available) or 'none'})")
 
 
-def _cap_source(ids: list[int]) -> list[int]:
-    """Cut an over-long source (ending with EOS) to MAX_SOURCE_PIECES, keeping the EOS."""
-    return ids if len(ids) <= MAX_SOURCE_PIECES else ids[: MAX_SOURCE_PIECES - 1] + ids[-1:]
+def _cap_source(ids: list[int], limit: int) -> list[int]:
+    """Cut an over-long source (ending with EOS) to ``limit`` pieces, keeping the EOS."""
+    return ids if len(ids) <= limit else ids[: limit - 1] + ids[-1:]
 
 
 @dataclass
@@ -58,7 +58,7 @@ class Translation:
 
 
 class Translator:
-    def __init__(self, model: Seq2Seq, tokenizer: Tokenizer, config: Config) -> None:
+    def __init__(self, model: Model, tokenizer: Tokenizer, config: Config) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.config = config
@@ -86,7 +86,8 @@ class Translator:
     def translate(self, lines: Sequence[str], return_attention: bool = False,
                   progress: bool = False, **decode_overrides: object) -> list[Translation]:
         opts = self.decode_options(**decode_overrides)
-        src_ids = [_cap_source(ids) for ids in
+        src_ids = [_cap_source(ids, min(MAX_SOURCE_PIECES, self.config.model.max_positions))
+                   for ids in
                    self.tokenizer.encode_src([line.strip() for line in lines])]
         results: list[Translation | None] = [None] * len(lines)
         order = sorted((i for i, line in enumerate(lines) if line.strip()),
@@ -111,6 +112,7 @@ class Translator:
                       ) -> list[list[Hypothesis]]:
         src_t, src_mask = pad(src, PAD_ID)
         caps = max_lengths(src_mask, opts.max_len_a, opts.max_len_b)
+        caps = caps.clamp(max=self.config.model.max_positions)  # the Transformer's limit
         with torch.inference_mode():
             if opts.beam_size == 1 and opts.n_best == 1:
                 return greedy_search(self.model, src_t, src_mask, caps, return_attention)

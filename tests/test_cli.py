@@ -108,6 +108,17 @@ def test_resume_matches_uninterrupted_run(tmp_path: Path, sample_files) -> None:
         torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
 
 
+def test_transformer_end_to_end(tmp_path: Path, sample_files, capsys) -> None:
+    run = tmp_path / "tf"
+    assert main(["train", "--preset", "transformer-small", *data_overrides(*sample_files),
+                 *TINY, "model.ff_dim=64", "model.attention_heads=2", "model.encoder_layers=2",
+                 "model.decoder_layers=2", "train.max_steps=4", "--run-dir", str(run),
+                 "--no-progress"]) == 0
+    png = tmp_path / "tf.png"
+    assert main(["attention", str(run), "Y dijo Dios.", "-o", str(png), "--beam-size", "2"]) == 0
+    assert png.stat().st_size > 5000
+
+
 def test_init_from_fine_tunes_with_fresh_optimizer(trained_run: Path, tmp_path: Path,
                                                    sample_files) -> None:
     run = tmp_path / "ft"

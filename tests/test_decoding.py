@@ -111,12 +111,18 @@ CONFIGS = {
     "multihead+2layers": dict(attention="multihead", attention_heads=2, input_feeding=True,
                               decoder_layers=2, encoder_layers=2),
     "none": dict(attention="none", input_feeding=False),
+    "transformer": dict(arch="transformer", attention="multihead", attention_heads=2, ff_dim=32,
+                        input_feeding=False, embed_dim=16, encoder_layers=2, decoder_layers=2),
+    "transformer-post-norm-learned": dict(
+        arch="transformer", attention="multihead", attention_heads=4, ff_dim=24,
+        input_feeding=False, embed_dim=16, pre_norm=False, positions="learned",
+        share_embeddings=True, tie_output=True),
 }
 
 
 def small_model(**overrides):
     torch.manual_seed(3)
-    cfg = ModelConfig(embed_dim=12, hidden_dim=16, dropout=0.0, **overrides)
+    cfg = ModelConfig(**{"embed_dim": 12, "hidden_dim": 16, "dropout": 0.0, **overrides})
     return build_model(cfg, 20, 20).eval()
 
 

@@ -1,0 +1,232 @@
+"""The Transformer encoder-decoder (Vaswani et al. 2017), pre-norm by default.
+
+Self-attention runs ``torch.nn.functional.scaled_dot_product_attention`` (fused kernels) in
+training; cross-attention is the registered ``multihead`` variant of :mod:`heedful.attention`
+(the same contract as every RNN variant), whose key/value projections of the encoder output
+are computed once per source and kept in the decoder state. Step-by-step decoding keeps a
+key/value cache per layer; cross-attention weights (per layer and head) are computed only
+when asked for, so the path that does not ask stays on the fused kernel.
+
+The model implements the decoding protocol of :mod:`heedful.model`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from heedful.attention import AttentionState, MultiHeadAttention
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention; causal with an optional key/value cache (decoder)."""
+
+    def __init__(self, dim: int, num_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.dropout = dropout
+
+    def forward(self, x: Tensor, key_mask: Tensor | None, causal: bool,
+                cache: tuple[Tensor, Tensor] | None = None
+                ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """x (B, T, D) -> (B, T, D) and the keys/values (B, H, T_total, Dh) for a cache.
+
+        With ``cache`` (step-by-step decoding), x holds the new position(s) only and attends to
+        the cached positions plus itself.
+        """
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        if cache is not None:
+            k, v = torch.cat([cache[0], k], 2), torch.cat([cache[1], v], 2)
+        mask = None
+        if key_mask is not None:
+            mask = key_mask[:, None, None, :]
+        drop = self.dropout if self.training else 0.0
+        if causal and cache is None and t > 1:
+            causal_mask = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
+            mask = causal_mask if mask is None else mask & causal_mask
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
+        return self.out(out.transpose(1, 2).reshape(b, t, d)), (k, v)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, ff_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, ff_dim), nn.ReLU(), nn.Dropout(dropout),
+                                 nn.Linear(ff_dim, dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, dim: int, num_heads: int, ff_dim: int, dropout: float, pre_norm: bool
+                 ) -> None:
+        super().__init__()
+        self.self_attn = SelfAttention(dim, num_heads, dropout)
+        self.ff = FeedForward(dim, ff_dim, dropout)
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.drop = nn.Dropout(dropout)
+        self.pre_norm = pre_norm
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        if self.pre_norm:
+            x = x + self.drop(self.self_attn(self.norm1(x), mask, causal=False)[0])
+            return x + self.drop(self.ff(self.norm2(x)))
+        x = self.norm1(x + self.drop(self.self_attn(x, mask, causal=False)[0]))
+        return self.norm2(x + self.drop(self.ff(x)))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, dim: int, num_heads: int, ff_dim: int, dropout: float, pre_norm: bool
+                 ) -> None:
+        super().__init__()
+        self.self_attn = SelfAttention(dim, num_heads, dropout)
+        self.cross_attn = MultiHeadAttention(dim, dim, num_heads)
+        self.ff = FeedForward(dim, ff_dim, dropout)
+        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.drop = nn.Dropout(dropout)
+        self.pre_norm = pre_norm
+
+    def forward(self, x: Tensor, memory: Tensor, memory_mask: Tensor, cross: AttentionState,
+                cache: tuple[Tensor, Tensor] | None, need_weights: bool
+                ) -> tuple[Tensor, Tensor | None, tuple[Tensor, Tensor]]:
+        pre = self.pre_norm
+        h = self.norm1(x) if pre else x
+        attn, kv = self.self_attn(h, None, causal=True, cache=cache)
+        x = x + self.drop(attn)
+        x = x if pre else self.norm1(x)
+        h = self.norm2(x) if pre else x
+        context, weights, _ = self.cross_attn(h, memory, memory, memory_mask, cross, need_weights)
+        x = x + self.drop(context)
+        x = x if pre else self.norm2(x)
+        h = self.norm3(x) if pre else x
+        x = x + self.drop(self.ff(h))
+        x = x if pre else self.norm3(x)
+        return x, weights, kv
+
+
+def sinusoidal_positions(max_len: int, dim: int) -> Tensor:
+    pos = torch.arange(max_len).unsqueeze(1).float()
+    div = torch.exp(torch.arange(0, dim, 2).float() * (-math.log(10_000.0) / dim))
+    table = torch.zeros(max_len, dim)
+    table[:, 0::2] = torch.sin(pos * div)
+    table[:, 1::2] = torch.cos(pos * div)
+    return table
+
+
+@dataclass
+class TransformerEncoderOutput:
+    memory: Tensor  # (B, S, D)
+    src_mask: Tensor  # (B, S)
+
+
+@dataclass
+class TransformerState:
+    """Decoder state: memory and mask (B, ...), per-layer cross-attention projections and
+    self-attention caches (B, H, t, Dh), and the next position."""
+
+    memory: Tensor
+    src_mask: Tensor
+    cross: list[AttentionState]
+    cache: list[tuple[Tensor, Tensor] | None]
+    position: int
+
+    def select(self, index: Tensor) -> TransformerState:
+        return TransformerState(
+            memory=self.memory.index_select(0, index),
+            src_mask=self.src_mask.index_select(0, index),
+            cross=[{k: v.index_select(0, index) for k, v in c.items()} for c in self.cross],
+            cache=[None if c is None else (c[0].index_select(0, index),
+                                           c[1].index_select(0, index)) for c in self.cache],
+            position=self.position,
+        )
+
+
+class TransformerSeq2Seq(nn.Module):
+    """Embeddings + positions + N encoder layers + N decoder layers + output layer."""
+
+    def __init__(self, src_vocab: int, tgt_vocab: int, dim: int, num_heads: int, ff_dim: int,
+                 encoder_layers: int, decoder_layers: int, dropout: float, pre_norm: bool,
+                 learned_positions: bool, max_positions: int, share_embeddings: bool,
+                 tie_output: bool, pad_id: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.src_embed = nn.Embedding(src_vocab, dim, padding_idx=pad_id)
+        self.tgt_embed = self.src_embed if share_embeddings else nn.Embedding(
+            tgt_vocab, dim, padding_idx=pad_id)
+        self.learned_positions = learned_positions
+        if learned_positions:
+            self.positions = nn.Embedding(max_positions, dim)
+        else:
+            self.register_buffer("position_table", sinusoidal_positions(max_positions, dim),
+                                 persistent=False)
+        self.encoder = nn.ModuleList(EncoderLayer(dim, num_heads, ff_dim, dropout, pre_norm)
+                                     for _ in range(encoder_layers))
+        self.decoder = nn.ModuleList(DecoderLayer(dim, num_heads, ff_dim, dropout, pre_norm)
+                                     for _ in range(decoder_layers))
+        self.encoder_norm = nn.LayerNorm(dim) if pre_norm else nn.Identity()
+        self.decoder_norm = nn.LayerNorm(dim) if pre_norm else nn.Identity()
+        self.output = nn.Linear(dim, tgt_vocab)
+        if tie_output:
+            self.output.weight = self.tgt_embed.weight
+        self.drop = nn.Dropout(dropout)
+        self.num_attention_heads = num_heads
+
+    def _embed(self, embedding: nn.Embedding, ids: Tensor, start: int) -> Tensor:
+        t = ids.size(1)
+        if self.learned_positions:
+            pos = self.positions(torch.arange(start, start + t, device=ids.device))
+        else:
+            table: Tensor = self.position_table  # type: ignore[assignment]
+            pos = table[start : start + t]
+        return self.drop(embedding(ids) * math.sqrt(self.dim) + pos)
+
+    # ---------------------------------------------------------------- protocol
+    def encode(self, src: Tensor, src_mask: Tensor) -> TransformerEncoderOutput:
+        x = self._embed(self.src_embed, src, 0)
+        for layer in self.encoder:
+            x = layer(x, src_mask)
+        return TransformerEncoderOutput(self.encoder_norm(x), src_mask)
+
+    def init_state(self, enc: TransformerEncoderOutput) -> TransformerState:
+        layers: list[DecoderLayer] = list(self.decoder)  # type: ignore[arg-type]
+        cross = [layer.cross_attn.precompute(enc.memory) for layer in layers]
+        return TransformerState(enc.memory, enc.src_mask, cross, [None] * len(self.decoder), 0)
+
+    def decode(self, tgt_in: Tensor, state: TransformerState, need_weights: bool = False
+               ) -> tuple[Tensor, Tensor | None, TransformerState]:
+        """tgt_in (B, T) -> logits (B, T, V), attention (B, T, L, H, S) or None, state.
+
+        From position 0 without a cache it is the teacher-forced pass (causal mask); with a
+        cache it continues from ``state.position``.
+        """
+        x = self._embed(self.tgt_embed, tgt_in, state.position)
+        use_cache = state.position > 0 or tgt_in.size(1) == 1
+        caches, weights = [], []
+        for layer, cross, cache in zip(self.decoder, state.cross, state.cache, strict=True):
+            x, w, kv = layer(x, state.memory, state.src_mask, cross,
+                             cache if use_cache else None, need_weights)
+            caches.append(kv)
+            if w is not None:
+                weights.append(w)
+        attention = torch.stack(weights, 2).permute(0, 3, 2, 1, 4) if weights else None
+        new_state = TransformerState(state.memory, state.src_mask, state.cross, list(caches),
+                                     state.position + tgt_in.size(1))
+        return self.output(self.decoder_norm(x)), attention, new_state
+
+    def forward(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> Tensor:
+        logits, _, _ = self.decode(tgt_in, self.init_state(self.encode(src, src_mask)))
+        return logits
+
+    def step(self, prev_tokens: Tensor, state: TransformerState, need_weights: bool = False
+             ) -> tuple[Tensor, TransformerState, Tensor | None]:
+        logits, attention, state = self.decode(prev_tokens.unsqueeze(1), state, need_weights)
+        return (F.log_softmax(logits.squeeze(1).float(), dim=-1), state,
+                None if attention is None else attention.squeeze(1))
