@@ -18,6 +18,13 @@ Scores (Luong et al. 2015, eq. 8; Bahdanau et al. 2015, eq. 6; Vaswani et al. 20
 * ``general``:    q . (W k)
 * ``additive``:   v . tanh(W_q q + W_k k)
 * ``multihead``:  scaled dot over H heads of projected q, k, v; heads concatenated, projected
+* ``local``:      Luong's local-p: a predicted centre p_t = S * sigmoid(v_p . tanh(W_p q)), the
+                  general score softmaxed over the window [p_t - D, p_t + D], then rescaled by
+                  the Gaussian exp(-(s - p_t)^2 / (2 (D/2)^2)) — so, as in the paper, its
+                  weights need not sum to 1 (S = the source's last position)
+* ``coverage``:   additive score plus w_c * c_i, where the coverage vector c is the sum of all
+                  earlier attention distributions (See et al. 2017, eq. 11); carried in the
+                  decoder state; :func:`coverage_loss` is the paper's sum_i min(a_i, c_i)
 
 In heedful's RNN decoder the query is the *current* top-layer decoder state h_t (Luong's
 placement, also used by OpenNMT-py's ``mlp`` and Joey NMT's ``bahdanau``), not Bahdanau's
@@ -28,6 +35,8 @@ the whole target side is attended in one batched call.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -193,20 +202,130 @@ class MultiHeadAttention(Attention):
         return context, weights, state
 
 
-def build_attention(kind: str, query_dim: int, key_dim: int, num_heads: int = 1) -> Attention:
-    """The one place that maps ``model.attention`` to a module."""
+class LocalAttention(Attention):
+    """Luong et al. 2015 local-p attention with the general score (their best local model)."""
+
+    def __init__(self, query_dim: int, key_dim: int, window: int) -> None:
+        super().__init__()
+        self.window = window
+        self.key_proj = nn.Linear(key_dim, query_dim, bias=False)
+        self.position_proj = nn.Linear(query_dim, query_dim, bias=False)  # W_p
+        self.position_energy = nn.Linear(query_dim, 1, bias=False)  # v_p
+
+    def precompute(self, keys: Tensor) -> AttentionState:
+        return {"keys_proj": self.key_proj(keys)}
+
+    def score(self, query: Tensor, keys: Tensor, state: AttentionState) -> Tensor:
+        return torch.matmul(query, state["keys_proj"].transpose(1, 2)).unsqueeze(1)
+
+    def centre(self, query: Tensor, key_mask: Tensor) -> Tensor:
+        """p_t (B, Tq) in [0, S] where S is each source's last real position."""
+        last = (key_mask.sum(1) - 1).to(query.dtype)  # (B,)
+        gate = torch.sigmoid(self.position_energy(torch.tanh(self.position_proj(query))))
+        return last[:, None] * gate.squeeze(-1)
+
+    def forward(
+        self,
+        query: Tensor,
+        keys: Tensor,
+        values: Tensor,
+        key_mask: Tensor,
+        state: AttentionState | None = None,
+        need_weights: bool = True,
+    ) -> tuple[Tensor, Tensor | None, AttentionState]:
+        if state is None:
+            state = self.precompute(keys)
+        centre = self.centre(query, key_mask)  # (B, Tq)
+        positions = torch.arange(keys.size(1), device=keys.device, dtype=query.dtype)
+        distance = positions[None, None, :] - centre[:, :, None]  # (B, Tq, Tk)
+        in_window = distance.abs() <= self.window
+        mask = key_mask[:, None, :] & in_window  # (B, Tq, Tk)
+        scores = self.score(query, keys, state).masked_fill(~mask[:, None], float("-inf"))
+        sigma = self.window / 2
+        gaussian = torch.exp(-(distance**2) / (2 * sigma**2))
+        weights = torch.softmax(scores, dim=-1) * gaussian[:, None]  # (B, 1, Tq, Tk)
+        context = torch.matmul(weights.squeeze(1), values)
+        return context, weights, state
+
+
+class CoverageAttention(Attention):
+    """Additive attention with a coverage vector (See et al. 2017, eq. 11).
+
+    The coverage c (B, Tk) = the sum of all earlier attention distributions lives in the
+    state under "coverage"; with several queries at once they are processed in order.
+    """
+
+    def __init__(self, query_dim: int, key_dim: int, attention_dim: int) -> None:
+        super().__init__()
+        self.query_proj = nn.Linear(query_dim, attention_dim, bias=False)
+        self.key_proj = nn.Linear(key_dim, attention_dim, bias=True)
+        self.coverage_proj = nn.Linear(1, attention_dim, bias=False)  # w_c
+        self.energy = nn.Linear(attention_dim, 1, bias=False)
+
+    def precompute(self, keys: Tensor) -> AttentionState:
+        return {"keys_proj": self.key_proj(keys),
+                "coverage": keys.new_zeros(keys.shape[:2])}
+
+    def forward(
+        self,
+        query: Tensor,
+        keys: Tensor,
+        values: Tensor,
+        key_mask: Tensor,
+        state: AttentionState | None = None,
+        need_weights: bool = True,
+    ) -> tuple[Tensor, Tensor | None, AttentionState]:
+        if state is None:
+            state = self.precompute(keys)
+        keys_proj, coverage = state["keys_proj"], state["coverage"]
+        queries = self.query_proj(query)  # (B, Tq, A)
+        all_weights = []
+        for t in range(query.size(1)):  # coverage makes each step depend on the earlier ones
+            energy = torch.tanh(queries[:, t : t + 1] + keys_proj
+                                + self.coverage_proj(coverage.unsqueeze(-1)))  # (B, Tk, A)
+            scores = self.energy(energy).squeeze(-1)[:, None, None, :]  # (B, 1, 1, Tk)
+            weights = masked_softmax(scores, key_mask)
+            coverage = coverage + weights[:, 0, 0]
+            all_weights.append(weights)
+        stacked = torch.cat(all_weights, 2)  # (B, 1, Tq, Tk)
+        context = torch.matmul(stacked.squeeze(1), values)
+        return context, stacked, {"keys_proj": keys_proj, "coverage": coverage}
+
+
+def coverage_loss(weights: Tensor, tgt_mask: Tensor) -> Tensor:
+    """See et al. 2017, eq. 12, summed over real target steps: sum_t sum_i min(a_t,i, c_t,i)
+    with c_t = sum of the distributions before step t. weights (B, T, S); tgt_mask (B, T)."""
+    coverage = weights.cumsum(1) - weights
+    return (torch.minimum(weights, coverage).sum(-1) * tgt_mask).sum()
+
+
+@dataclass(frozen=True)
+class AttentionOptions:
+    query_dim: int
+    key_dim: int
+    num_heads: int = 1
+    local_window: int | None = None
+
+
+def build_attention(kind: str, query_dim: int, key_dim: int, num_heads: int = 1,
+                    local_window: int | None = None) -> Attention:
+    """The one place that maps ``model.attention`` (and its options) to a module."""
     if kind not in ATTENTIONS:
         raise ValueError(f"unknown attention {kind!r}; choose one of {', '.join(ATTENTIONS)}")
     if kind in ("dot", "scaled_dot") and query_dim != key_dim:
         raise ValueError(f"{kind} attention needs query_dim == key_dim ({query_dim} != {key_dim})")
-    return ATTENTIONS[kind](query_dim, key_dim, num_heads)
+    if kind == "local" and local_window is None:
+        raise ValueError("local attention needs a window half-width D (model.local_window)")
+    return ATTENTIONS[kind](AttentionOptions(query_dim, key_dim, num_heads, local_window))
 
 
-ATTENTIONS = {
-    "dot": lambda q, k, h: DotAttention(),
-    "scaled_dot": lambda q, k, h: ScaledDotAttention(),
-    "general": lambda q, k, h: GeneralAttention(q, k),
-    "additive": lambda q, k, h: AdditiveAttention(q, k, q),
-    "multihead": lambda q, k, h: MultiHeadAttention(q, k, h),
+ATTENTIONS: dict[str, Callable[[AttentionOptions], Attention]] = {
+    "dot": lambda o: DotAttention(),
+    "scaled_dot": lambda o: ScaledDotAttention(),
+    "general": lambda o: GeneralAttention(o.query_dim, o.key_dim),
+    "additive": lambda o: AdditiveAttention(o.query_dim, o.key_dim, o.query_dim),
+    "multihead": lambda o: MultiHeadAttention(o.query_dim, o.key_dim, o.num_heads),
+    "local": lambda o: LocalAttention(o.query_dim, o.key_dim, o.local_window or 0),
+    "coverage": lambda o: CoverageAttention(o.query_dim, o.key_dim, o.query_dim),
 }
 """Registered variants: adding one = a class, an entry here, a config value, a test row."""

@@ -26,7 +26,8 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
-AttentionKind = Literal["none", "dot", "scaled_dot", "general", "additive", "multihead"]
+AttentionKind = Literal["none", "dot", "scaled_dot", "general", "additive", "multihead", "local",
+                        "coverage"]
 """Allowed values of ``model.attention`` (see :mod:`heedful.attention`)."""
 
 
@@ -84,6 +85,10 @@ class ModelConfig(_Strict):
     attention: AttentionKind = "scaled_dot"
     attention_heads: int | None = Field(None, gt=0)
     """Number of heads; required for ``attention: multihead``, unset otherwise."""
+    local_window: int | None = Field(None, gt=0)
+    """Window half-width D (the window is 2D + 1 positions); required for ``local`` only."""
+    coverage_loss_weight: float | None = Field(None, ge=0)
+    """Weight of the coverage loss (See et al. used 1.0); required for ``coverage`` only."""
     input_feeding: bool = True
     """Feed the attentional hidden state back as input (Luong 2015); off = faster."""
     tie_output: bool = False
@@ -180,6 +185,13 @@ def _check_cross_fields(cfg: Config) -> None:
             f"model.attention_heads applies only to attention: multihead "
             f"(attention is {m.attention!r}); remove it"
         )
+    for kind, key in (("local", "local_window"), ("coverage", "coverage_loss_weight")):
+        value = getattr(m, key)
+        if m.attention == kind and value is None:
+            raise ValueError(f"model.{key} is required for attention: {kind}")
+        if m.attention != kind and value is not None:
+            raise ValueError(f"model.{key} applies only to attention: {kind} "
+                             f"(attention is {m.attention!r}); remove it")
     if m.arch == "transformer":
         if m.attention != "multihead":
             raise ValueError("model.arch: transformer needs model.attention: multihead "

@@ -105,7 +105,7 @@ def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -> M
     attention = None
     if cfg.attention != "none":
         attention = build_attention(cfg.attention, cfg.hidden_dim, cfg.hidden_dim,
-                                    cfg.attention_heads or 1)
+                                    cfg.attention_heads or 1, cfg.local_window)
     decoder = RNNDecoder(cfg.embed_dim, cfg.hidden_dim, cfg.decoder_layers, cfg.rnn_type,
                          encoder.output_dim, attention,
                          cfg.input_feeding and attention is not None, cfg.dropout)

@@ -78,7 +78,8 @@ def train_reverse(model_cfg: ModelConfig, min_len: int = 5, max_len: int = 20,
     while step < steps:
         batch = next(stream)
         optimizer.zero_grad(set_to_none=True)
-        (loss_sum(model, batch, 0.0) / batch.num_tgt_tokens).backward()
+        loss = loss_sum(model, batch, 0.0, model_cfg.coverage_loss_weight)
+        (loss / batch.num_tgt_tokens).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         optimizer.step()
         step += 1

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from heedful.attention import coverage_loss
 from heedful.checkpoint import (
     find_checkpoint,
     load_model_weights,
@@ -121,12 +122,23 @@ def _set_rng_state(encoded: str) -> None:
     torch.set_rng_state(torch.frombuffer(bytearray(raw), dtype=torch.uint8))
 
 
-def loss_sum(model: Model, batch: Any, label_smoothing: float) -> torch.Tensor:
-    """Label-smoothed cross-entropy summed over real target tokens (padding ignored)."""
-    logits = model(batch.src, batch.src_mask, batch.tgt_in)
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(),
+def loss_sum(model: Model, batch: Any, label_smoothing: float,
+             coverage_weight: float | None = None) -> torch.Tensor:
+    """Label-smoothed cross-entropy summed over real target tokens (padding ignored), plus
+    ``coverage_weight`` x the coverage loss (See et al. 2017) when given."""
+    attention = None
+    if coverage_weight is None:
+        logits = model(batch.src, batch.src_mask, batch.tgt_in)
+    else:
+        state = model.init_state(model.encode(batch.src, batch.src_mask))  # type: ignore[arg-type]
+        logits, attention, _ = model.decode(batch.tgt_in, state, need_weights=True)  # type: ignore[arg-type]
+    loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(),
                            batch.tgt_out.reshape(-1), ignore_index=PAD_ID,
                            label_smoothing=label_smoothing, reduction="sum")
+    if attention is not None and coverage_weight is not None:
+        # (B, T, L, H, S) -> the last layer, averaged over heads: (B, T, S)
+        loss = loss + coverage_weight * coverage_loss(attention[:, :, -1].mean(2), batch.tgt_mask)
+    return loss
 
 
 @torch.inference_mode()
@@ -319,7 +331,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, init_from: str | Path | Non
             optimizer.zero_grad(set_to_none=True)
             step_loss = 0.0
             for b in batches:
-                loss = loss_sum(model, b, tc.label_smoothing)
+                loss = loss_sum(model, b, tc.label_smoothing, cfg.model.coverage_loss_weight)
                 (loss / num_tokens).backward()
                 step_loss += float(loss.detach())
             if tc.clip_norm is not None:

@@ -7,7 +7,13 @@ import math
 import pytest
 import torch
 
-from heedful.attention import ATTENTIONS, build_attention, masked_softmax
+from heedful.attention import (
+    ATTENTIONS,
+    LocalAttention,
+    build_attention,
+    coverage_loss,
+    masked_softmax,
+)
 
 DIM = 16
 VARIANTS = sorted(ATTENTIONS)
@@ -25,7 +31,8 @@ def make_inputs(b: int = 3, tq: int = 4, tk: int = 6, seed: int = 0):
 def attention(kind: str):
     torch.manual_seed(0)
     heads = 4 if kind == "multihead" else 1
-    return build_attention(kind, DIM, DIM, heads).eval()
+    return build_attention(kind, DIM, DIM, heads, local_window=2 if kind == "local" else None
+                           ).eval()
 
 
 @pytest.mark.parametrize("kind", VARIANTS)
@@ -44,7 +51,10 @@ def test_weights_sum_to_one_and_zero_on_padding(kind: str) -> None:
     q, k, mask = make_inputs()
     _, w, _ = attn(q, k, k, mask)
     assert w is not None
-    torch.testing.assert_close(w.sum(-1), torch.ones(w.shape[:-1]), atol=1e-6, rtol=0)
+    if kind == "local":  # the Gaussian rescales the softmax: at most 1 (own test below)
+        assert torch.all(w.sum(-1) <= 1 + 1e-6) and torch.all(w >= 0)
+    else:
+        torch.testing.assert_close(w.sum(-1), torch.ones(w.shape[:-1]), atol=1e-6, rtol=0)
     padded = ~mask[:, None, None, :].expand_as(w)
     assert torch.all(w[padded] == 0.0)  # exactly 0, not just small
 
@@ -113,3 +123,45 @@ def test_masked_softmax_exact_zero() -> None:
 def test_unknown_variant_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown attention 'luong'; choose one of"):
         build_attention("luong", DIM, DIM)
+
+
+def test_local_p_equals_hand_computation() -> None:
+    torch.manual_seed(2)
+    attn = LocalAttention(4, 4, window=1).eval()
+    q = torch.randn(1, 1, 4)
+    k = torch.randn(1, 5, 4)
+    mask = torch.tensor([[True, True, True, True, False]])  # last real position S = 3
+    _, w, _ = attn(q, k, k, mask)
+    assert w is not None
+    with torch.no_grad():
+        gate = torch.sigmoid(attn.position_energy(torch.tanh(attn.position_proj(q)))).item()
+        p = 3 * gate
+        scores = [float(q[0, 0] @ attn.key_proj(k[0, j])) for j in range(5)]
+    window = [j for j in range(4) if abs(j - p) <= 1]
+    z = sum(math.exp(scores[j]) for j in window)
+    sigma = 0.5
+    expected = [math.exp(scores[j]) / z * math.exp(-((j - p) ** 2) / (2 * sigma**2))
+                if j in window else 0.0 for j in range(5)]
+    assert w[0, 0, 0].tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_coverage_accumulates_in_state_and_steps_equal_all_at_once() -> None:
+    attn = attention("coverage")
+    q, k, mask = make_inputs()
+    _, w_all, state_all = attn(q, k, k, mask)
+    state = attn.precompute(k)
+    for t in range(q.size(1)):
+        _, w_t, state = attn(q[:, t : t + 1], k, k, mask, state)
+        assert w_all is not None and w_t is not None
+        torch.testing.assert_close(w_t, w_all[:, :, t : t + 1], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(state["coverage"], w_all.sum((1, 2)), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(state_all["coverage"], state["coverage"])
+
+
+def test_coverage_loss_zero_without_overlap_and_hand_value() -> None:
+    disjoint = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])
+    assert coverage_loss(disjoint, torch.ones(1, 3)).item() == 0.0
+    overlap = torch.tensor([[[0.5, 0.5], [0.5, 0.5]]])
+    # step 2: min(0.5, 0.5) + min(0.5, 0.5) = 1.0; step 1 has no coverage yet
+    assert coverage_loss(overlap, torch.ones(1, 2)).item() == pytest.approx(1.0)
+    assert coverage_loss(overlap, torch.tensor([[1.0, 0.0]])).item() == 0.0

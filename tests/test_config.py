@@ -84,6 +84,10 @@ def test_missing_config_file(tmp_path: Path) -> None:
     (["model.attention=none"], "model.input_feeding must be false with attention: none"),
     (["model.tie_output=true"], "model.tie_output needs model.embed_dim == model.hidden_dim"),
     (["data.dataset=null"], "data.train is required when data.dataset is null"),
+    (["model.attention=local"], "model.local_window is required for attention: local"),
+    (["model.local_window=3"], "model.local_window applies only to attention: local"),
+    (["model.attention=coverage"], "model.coverage_loss_weight is required for attention: cov"),
+    (["model.coverage_loss_weight=1"], "model.coverage_loss_weight applies only to attention: c"),
 ])
 def test_cross_field_checks(overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):

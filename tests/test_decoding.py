@@ -111,6 +111,9 @@ CONFIGS = {
     "multihead+2layers": dict(attention="multihead", attention_heads=2, input_feeding=True,
                               decoder_layers=2, encoder_layers=2),
     "none": dict(attention="none", input_feeding=False),
+    "local": dict(attention="local", local_window=2, input_feeding=False),
+    "coverage": dict(attention="coverage", coverage_loss_weight=1.0, input_feeding=False),
+    "coverage+feed+lstm": dict(attention="coverage", coverage_loss_weight=1.0),
     "transformer": dict(arch="transformer", attention="multihead", attention_heads=2, ff_dim=32,
                         input_feeding=False, embed_dim=16, encoder_layers=2, decoder_layers=2),
     "transformer-post-norm-learned": dict(
