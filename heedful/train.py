@@ -274,7 +274,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, init_from: str | Path | Non
     def validate_and_save(final: bool = False) -> bool:
         """Returns True if early stopping says stop."""
         nonlocal stopped
-        record: dict[str, Any] = {"step": state["step"], "epoch": state["epoch"]}
+        record: dict[str, Any] = {"step": state["step"], "epoch": stream.epoch}
         is_best = False
         if data.dev is not None:
             loss = dev_loss(model, tok, data.dev, tc.batch_tokens)
