@@ -15,7 +15,7 @@ from typing import Any
 
 from heedful.checkpoint import CheckpointError
 from heedful.config import Config, ConfigError, load_config
-from heedful.data import DataError, read_lines, read_parallel
+from heedful.data import DataError, decode_lines, read_lines, read_parallel
 
 USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError, CheckpointError, KeyError)
 
@@ -137,7 +137,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _read_input(path: str | None) -> list[str]:
     if path is None:
-        return [line.rstrip("\r\n") for line in sys.stdin]
+        return decode_lines(sys.stdin.buffer.read(), "<stdin>")
     return read_lines(path)
 
 

@@ -56,7 +56,11 @@ def read_lines(path: str | Path) -> list[str]:
             a corrupt gzip file.
     """
     path = Path(path)
-    raw = _open_bytes(path)
+    return decode_lines(_open_bytes(path), str(path))
+
+
+def decode_lines(raw: bytes, name: str) -> list[str]:
+    """UTF-8 bytes -> lines (BOM dropped, any line ending); errors name ``name`` and line."""
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
     try:
@@ -64,7 +68,7 @@ def read_lines(path: str | Path) -> list[str]:
     except UnicodeDecodeError as err:
         line_no = raw.count(b"\n", 0, err.start) + 1
         raise DataError(
-            f"{path}, line {line_no}: invalid UTF-8 (byte 0x{raw[err.start]:02x}); "
+            f"{name}, line {line_no}: invalid UTF-8 (byte 0x{raw[err.start]:02x}); "
             "heedful reads UTF-8 text only"
         ) from None
     text = text.replace("\r\n", "\n").replace("\r", "\n")

@@ -49,7 +49,7 @@ def test_run_directory_is_self_contained(trained_run: Path) -> None:
 def test_translate_stdin_keeps_one_line_per_input(trained_run: Path, monkeypatch, capsys
                                                   ) -> None:
     text = "Y dijo Dios: Sea la luz.\n\n   \nY fué la luz.\n\n"
-    monkeypatch.setattr(sys, "stdin", io.StringIO(text))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text.encode())))
     assert main(["translate", str(trained_run)]) == 0
     out = capsys.readouterr().out
     lines = out.split("\n")[:-1]
@@ -183,6 +183,12 @@ def test_error_invalid_utf8_input(trained_run: Path, tmp_path: Path, capsys) -> 
     bad.write_bytes(b"hola\n\xff\xfe\n")
     err = run_error(["translate", str(trained_run), "-i", str(bad)], capsys)
     assert "bad.es, line 2: invalid UTF-8" in err
+
+
+def test_error_invalid_utf8_on_stdin(trained_run: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"hola\nadi\xf3s\n")))
+    err = run_error(["translate", str(trained_run)], capsys)
+    assert "<stdin>, line 2: invalid UTF-8" in err
 
 
 def test_python_dash_m_runs_without_traceback() -> None:
