@@ -63,13 +63,15 @@ def run(kills: int, steps: int, seed: int) -> dict[str, object]:
         subprocess.run(train_argv(ref, steps), check=True, capture_output=True)
         duration = time.monotonic() - start
         faulty = work / "faulty"
-        done_kills, resumes, corrupt, finished_early = 0, 0, 0, 0
+        done_kills, corrupt, finished_early, failed = 0, 0, 0, 0
         while done_kills < kills:
+            # every start after the first is a resume of the killed run
             proc = subprocess.Popen(train_argv(faulty, steps), stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL)
             delay = rng.uniform(0.2, duration)
             try:
-                proc.wait(timeout=delay)
+                if proc.wait(timeout=delay) != 0:
+                    failed += 1  # a resume that stopped with an error
                 finished_early += 1  # it completed before the kill: start over from scratch
                 shutil.rmtree(faulty)
                 continue
@@ -79,10 +81,13 @@ def run(kills: int, steps: int, seed: int) -> dict[str, object]:
             done_kills += 1
             corrupt += count_corrupt(faulty)
         final = subprocess.run(train_argv(faulty, steps), capture_output=True, text=True)
-        resumes = done_kills if final.returncode == 0 else done_kills - 1
+        if final.returncode != 0:
+            failed += 1
+        # each kill was followed by a resume (the next start, or the final run)
+        resumes = done_kills - failed
         a, b = final_weights(ref, steps), final_weights(faulty, steps)
         max_diff = max(float((a[k] - b[k]).abs().max()) for k in a)
-        return {"kills": done_kills, "successful_resumes": resumes,
+        return {"kills": done_kills, "successful_resumes": resumes, "failed_resumes": failed,
                 "corrupt_checkpoints_found": corrupt, "runs_finished_before_kill": finished_early,
                 "max_parameter_difference": max_diff, "steps": steps,
                 "reference_run_seconds": round(duration, 1),
