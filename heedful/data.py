@@ -255,6 +255,11 @@ class BatchStream:
         self.index = 0
         self._order = epoch_order(len(self.plan), seed, 0)
 
+    @property
+    def completed_epochs(self) -> int:
+        """Epochs fully consumed so far (the current one counts once its last batch is out)."""
+        return self.epoch + (1 if self.index >= len(self._order) else 0)
+
     def position(self) -> dict[str, int]:
         return {"epoch": self.epoch, "index": self.index}
 

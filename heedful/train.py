@@ -320,7 +320,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, init_from: str | Path | Non
             if tc.max_steps is not None and state["step"] >= tc.max_steps:
                 stopped = "max_steps"
                 break
-            if tc.max_epochs is not None and stream.epoch >= tc.max_epochs:
+            if tc.max_epochs is not None and stream.completed_epochs >= tc.max_epochs:
                 stopped = "max_epochs"
                 break
             if deadline is not None and time.monotonic() >= deadline:

@@ -67,6 +67,14 @@ def test_gradient_accumulation_counts_updates(tmp_path: Path, sample_files) -> N
     assert state["index"] == 6  # 3 batches per update
 
 
+def test_max_epochs_stops_exactly_at_the_epoch_end(tmp_path: Path, sample_files) -> None:
+    cfg = tiny(sample_files, "train.max_epochs=1", "train.valid_every=1000")
+    result = train(cfg, tmp_path / "run", progress=False)
+    state = json.loads((result.best_checkpoint / "trainer_state.json").read_text())
+    assert result.stopped_because == "max_epochs"
+    assert (state["epoch"], state["index"]) == (0, result.steps)  # one full epoch, no more
+
+
 @pytest.mark.parametrize("extra, files", [
     (["tokenizer.joint=false"], {"spm.src.model", "spm.tgt.model"}),
     (["tokenizer.type=unigram"], {"spm.model"}),
