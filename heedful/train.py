@@ -266,6 +266,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, init_from: str | Path | Non
     higher_better = metric != "loss"
     deadline = time.monotonic() + tc.max_minutes * 60 if tc.max_minutes else None
     bar = _progress(tc, state["step"], progress)
+    _clean_crash_leftovers(run_dir)
     metrics_file = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
     window_tokens, window_start, window_loss, window_loss_tokens = 0, time.monotonic(), 0.0, 0
     overall_tokens, overall_start = 0, time.monotonic()
@@ -375,6 +376,19 @@ def _train(cfg: Config, run_dir: Path, resume: bool, init_from: str | Path | Non
              state["best_score"], state["best_step"])
     best = find_checkpoint(run_dir)
     return TrainResult(run_dir, state["step"], state["best_score"], best, stopped, rate)
+
+
+def _clean_crash_leftovers(run_dir: Path) -> None:
+    """After a crash: drop half-written checkpoint directories, and end a metrics line that
+    was cut off so the next record starts on a line of its own."""
+    for tmp in (run_dir / "checkpoints").glob(".tmp-*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.exists() and metrics.stat().st_size:
+        with open(metrics, "rb+") as f:
+            f.seek(-1, 2)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
 
 
 def _plateau_update(tc: TrainConfig, state: dict[str, Any], value: float,

@@ -217,6 +217,21 @@ def test_resume_falls_back_to_newest_intact_checkpoint(tiny_run: Path, tmp_path:
     assert "resuming from" in out and "step-00000002" in out
 
 
+def test_crash_leftovers_are_cleaned_on_resume(tiny_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "checkpoints" / ".tmp-step-00000004-999").mkdir()
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 3, "train_lo')  # cut off by a kill
+    assert main(["train", "train.max_steps=4", "--resume", "--run-dir", str(run),
+                 "--no-progress"]) == 0
+    assert not list((run / "checkpoints").glob(".tmp-*"))
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert lines[-1].startswith("{") and json.loads(lines[-1])["step"] == 4
+
+
 @pytest.mark.slow
 def test_fault_injection_short() -> None:
     root = Path(__file__).resolve().parent.parent
