@@ -266,6 +266,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, init_from: str | Path | Non
     higher_better = metric != "loss"
     deadline = time.monotonic() + tc.max_minutes * 60 if tc.max_minutes else None
     bar = _progress(tc, state["step"], progress)
+    bar_clock = [time.monotonic()]
     _clean_crash_leftovers(run_dir)
     metrics_file = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
     window_tokens, window_start, window_loss, window_loss_tokens = 0, time.monotonic(), 0.0, 0
@@ -347,12 +348,19 @@ def _train(cfg: Config, run_dir: Path, resume: bool, init_from: str | Path | Non
             window_loss += step_loss
             window_loss_tokens += num_tokens
             if bar is not None:
-                bar.update(1)
+                if bar.unit == "s":  # time-budget bar: advance by the seconds spent
+                    now = time.monotonic()
+                    bar.update(min(now - bar_clock[0], bar.total - bar.n))
+                    bar_clock[0] = now
+                    bar.set_postfix_str(f"step {state['step']}", refresh=False)
+                else:
+                    bar.update(1)
             if state["step"] % tc.log_every == 0:
                 elapsed = time.monotonic() - window_start
                 rate = window_tokens / max(elapsed, 1e-9)
                 avg = window_loss / max(window_loss_tokens, 1)
-                postfix = {"loss": f"{avg:.3f}", "tok/s": f"{rate:,.0f}", "lr": f"{lr:.2e}"}
+                postfix = {"step": str(state["step"]), "loss": f"{avg:.3f}",
+                           "tok/s": f"{rate:,.0f}", "lr": f"{lr:.2e}"}
                 if deadline is not None:
                     postfix["left"] = f"{max(deadline - time.monotonic(), 0) / 60:.1f}m"
                 if bar is not None:
@@ -406,9 +414,15 @@ def _plateau_update(tc: TrainConfig, state: dict[str, Any], value: float,
 
 
 def _progress(tc: TrainConfig, initial: int, enabled: bool) -> Any:
+    """A step bar; under a time budget without max_steps, a bar over the budget's seconds
+    (so it can show a percentage and the time left)."""
     if not enabled:
         return None
     from tqdm import tqdm
 
+    if tc.max_steps is None and tc.max_minutes is not None:
+        return tqdm(total=round(tc.max_minutes * 60), unit="s", desc="train",
+                    dynamic_ncols=True,
+                    bar_format="{l_bar}{bar}| {n:.0f}/{total}s [{elapsed}<{remaining}{postfix}]")
     return tqdm(total=tc.max_steps, initial=initial, unit="step", desc="train",
                 dynamic_ncols=True)
