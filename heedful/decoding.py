@@ -33,10 +33,26 @@ class DecoderState(Protocol):
 class Decodable(Protocol):
     def encode(self, src: Tensor, src_mask: Tensor) -> Any: ...
 
-    def init_state(self, encoder_output: Any) -> Any: ...
+    def init_state(self, encoder_output: Any) -> DecoderState: ...
 
     def step(self, prev_tokens: Tensor, state: Any, need_weights: bool = False
-             ) -> tuple[Tensor, Any, Tensor | None]: ...
+             ) -> tuple[Tensor, DecoderState, Tensor | None]: ...
+
+
+class StepFromDecode:
+    """``step`` for models whose ``decode(tgt_in (B, T), state, need_weights)`` returns
+    (logits (B, T, V), attention (B, T, L, H, S) | None, state): one step = T of 1."""
+
+    def decode(self, tgt_in: Tensor, state: Any, need_weights: bool = False
+               ) -> tuple[Tensor, Tensor | None, Any]:
+        raise NotImplementedError
+
+    def step(self, prev_tokens: Tensor, state: Any, need_weights: bool = False
+             ) -> tuple[Tensor, Any, Tensor | None]:
+        """prev_tokens (B,) -> log-probs (B, V), state, attention (B, L, H, S) or None."""
+        logits, attention, state = self.decode(prev_tokens.unsqueeze(1), state, need_weights)
+        return (torch.log_softmax(logits.squeeze(1).float(), dim=-1), state,
+                None if attention is None else attention.squeeze(1))
 
 
 @dataclass

@@ -15,11 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from heedful.attention import build_attention
 from heedful.config import ModelConfig
+from heedful.decoding import StepFromDecode
 from heedful.rnn import RNNDecoder, RNNDecoderState, RNNEncoder
 from heedful.tokenizer import PAD_ID
 from heedful.transformer import TransformerSeq2Seq
@@ -35,7 +35,7 @@ class EncoderOutput:
     final_c: Tensor | None
 
 
-class Seq2Seq(nn.Module):
+class Seq2Seq(StepFromDecode, nn.Module):
     """The attention encoder-decoder. Modules are injected; see :func:`build_model`."""
 
     def __init__(self, src_embed: nn.Embedding, tgt_embed: nn.Embedding, encoder: RNNEncoder,
@@ -44,10 +44,6 @@ class Seq2Seq(nn.Module):
         self.src_embed, self.tgt_embed = src_embed, tgt_embed
         self.encoder, self.decoder, self.output = encoder, decoder, output
         self.embed_dropout = nn.Dropout(dropout)
-
-    @property
-    def num_attention_heads(self) -> int:
-        return self.decoder.num_attention_heads
 
     def encode(self, src: Tensor, src_mask: Tensor) -> EncoderOutput:
         memory, final_h, final_c = self.encoder(self.embed_dropout(self.src_embed(src)), src_mask)
@@ -69,13 +65,6 @@ class Seq2Seq(nn.Module):
         """Teacher-forced logits (B, T, V)."""
         logits, _, _ = self.decode(tgt_in, self.init_state(self.encode(src, src_mask)))
         return logits
-
-    def step(self, prev_tokens: Tensor, state: RNNDecoderState, need_weights: bool = False
-             ) -> tuple[Tensor, RNNDecoderState, Tensor | None]:
-        """One decoding step: prev_tokens (B,) -> log-probs (B, V), state, attn (B, 1, H, S)."""
-        logits, attention, state = self.decode(prev_tokens.unsqueeze(1), state, need_weights)
-        return (F.log_softmax(logits.squeeze(1).float(), dim=-1), state,
-                None if attention is None else attention.squeeze(1))
 
 
 def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -> Model:

@@ -111,10 +111,6 @@ class RNNDecoder(nn.Module):
         self.combine = nn.Linear(2 * hidden_dim, hidden_dim, bias=False) if attention else None
         self.dropout = nn.Dropout(dropout)
 
-    @property
-    def num_attention_heads(self) -> int:
-        return self.attention.num_heads if self.attention is not None else 0
-
     def init_state(self, memory: Tensor, src_mask: Tensor, final_h: Tensor,
                    final_c: Tensor | None) -> RNNDecoderState:
         b = memory.size(0)

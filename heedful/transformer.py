@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from heedful.attention import AttentionState, MultiHeadAttention
+from heedful.decoding import StepFromDecode
 
 
 class SelfAttention(nn.Module):
@@ -149,7 +150,7 @@ class TransformerState:
         )
 
 
-class TransformerSeq2Seq(nn.Module):
+class TransformerSeq2Seq(StepFromDecode, nn.Module):
     """Embeddings + positions + N encoder layers + N decoder layers + output layer."""
 
     def __init__(self, src_vocab: int, tgt_vocab: int, dim: int, num_heads: int, ff_dim: int,
@@ -177,7 +178,6 @@ class TransformerSeq2Seq(nn.Module):
         if tie_output:
             self.output.weight = self.tgt_embed.weight
         self.drop = nn.Dropout(dropout)
-        self.num_attention_heads = num_heads
 
     def _embed(self, embedding: nn.Embedding, ids: Tensor, start: int) -> Tensor:
         t = ids.size(1)
@@ -224,9 +224,3 @@ class TransformerSeq2Seq(nn.Module):
     def forward(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> Tensor:
         logits, _, _ = self.decode(tgt_in, self.init_state(self.encode(src, src_mask)))
         return logits
-
-    def step(self, prev_tokens: Tensor, state: TransformerState, need_weights: bool = False
-             ) -> tuple[Tensor, TransformerState, Tensor | None]:
-        logits, attention, state = self.decode(prev_tokens.unsqueeze(1), state, need_weights)
-        return (F.log_softmax(logits.squeeze(1).float(), dim=-1), state,
-                None if attention is None else attention.squeeze(1))
