@@ -30,6 +30,48 @@ def _add_decode_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, dest="batch_size")
 
 
+def _add_align_options(p: argparse.ArgumentParser) -> None:
+    from heedful.alignment import METHODS
+
+    g = p.add_argument_group("alignment extraction (defaults: RUN_DIR/alignment.json if tuned, "
+                             "else argmax over the last layer's mean head)")
+    g.add_argument("--method", choices=METHODS)
+    g.add_argument("--align-layer", dest="align_layer", help="layer index or 'mean'")
+    g.add_argument("--align-head", dest="align_head", help="head index or 'mean'")
+    g.add_argument("--shift", type=int, choices=[0, 1],
+                   help="0: the step predicting a word; 1: the step reading it")
+    g.add_argument("--threshold", type=float, help="for --method threshold")
+
+
+def _layer_or_mean(value: str, option: str) -> int | None:
+    if value == "mean":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"{option} {value!r}: give an index or 'mean'") from None
+
+
+def _align_settings(args: argparse.Namespace, run_dir: Path) -> Any:
+    from dataclasses import replace
+
+    from heedful.aligner import AlignSettings, load_settings
+
+    settings = load_settings(run_dir) or AlignSettings()
+    updates: dict[str, Any] = {}
+    if args.method:
+        updates["method"] = args.method
+    if args.align_layer is not None:
+        updates["layer"] = _layer_or_mean(args.align_layer, "--align-layer")
+    if args.align_head is not None:
+        updates["head"] = _layer_or_mean(args.align_head, "--align-head")
+    if args.shift is not None:
+        updates["shift"] = args.shift
+    if args.threshold is not None:
+        updates["threshold"] = args.threshold
+    return replace(settings, **updates)
+
+
 def _decode_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("beam_size", "n_best", "length_penalty", "max_len_a", "max_len_b", "batch_size")
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
@@ -63,13 +105,63 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ref")
     p.add_argument("--hyp-output", help="also write the translations here")
     p.add_argument("--json", action="store_true")
+    g = p.add_argument_group("quality by source length")
+    g.add_argument("--by-length", action="store_true",
+                   help="BLEU/chrF per source-length bucket with 95%% bootstrap intervals")
+    g.add_argument("--buckets", default="10,20,30,40",
+                   help="bucket edges in source words (default 10,20,30,40: 1-10 ... 41+)")
+    g.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    g.add_argument("--plot", help="write the by-length curve as a PNG here")
+    g = p.add_argument_group("alignment quality (force-decodes the references)")
+    g.add_argument("--align", metavar="GOLD",
+                   help="gold sure links (Pharaoh i-j, one line per sentence)")
+    g.add_argument("--align-possible", metavar="GOLD2", help="gold possible links")
+    _add_align_options(p)
     _add_decode_options(p)
+
+    p = sub.add_parser("compare", help="several runs on one by-length table and plot")
+    p.add_argument("run_dirs", nargs="+")
+    p.add_argument("--labels", help="comma-separated names for the runs (default: dir names)")
+    p.add_argument("--split", choices=["dev", "test"], default=None)
+    p.add_argument("--src")
+    p.add_argument("--ref")
+    p.add_argument("--buckets", default="10,20,30,40")
+    p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--plot", default="compare.png", help="PNG of the curves (default %(default)s)")
+    p.add_argument("--metric", choices=["bleu", "chrf"], default="bleu")
+    p.add_argument("--json", action="store_true")
+    _add_decode_options(p)
+
+    p = sub.add_parser("align", help="word alignments from attention (Pharaoh i-j to stdout)")
+    p.add_argument("run_dir")
+    p.add_argument("--src", help="source text, one sentence per line")
+    p.add_argument("--tgt", help="its translation (force-decoded), line by line")
+    p.add_argument("-o", "--output")
+    p.add_argument("--tune", action="store_true",
+                   help="choose layer/head/shift/method on dev gold links and store them in "
+                        "RUN_DIR/alignment.json (the run's defaults from then on)")
+    p.add_argument("--dev-src")
+    p.add_argument("--dev-tgt")
+    p.add_argument("--dev-align", metavar="GOLD", help="dev sure links")
+    p.add_argument("--dev-align-possible", metavar="GOLD2", help="dev possible links")
+    p.add_argument("--json", action="store_true")
+    _add_align_options(p)
+
+    p = sub.add_parser("score", help="log-probability of given pairs under the model")
+    p.add_argument("run_dir")
+    p.add_argument("--src", required=True)
+    p.add_argument("--tgt", required=True)
+    p.add_argument("-o", "--output")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
 
     p = sub.add_parser("attention", help="plot the attention of one translation")
     p.add_argument("run_dir")
     p.add_argument("sentence")
     p.add_argument("-o", "--output", default="attention.png")
     p.add_argument("--head", type=int, default=None, help="one head (default: mean of heads)")
+    p.add_argument("--layer", type=int, default=-1, help="decoder layer (default: the last)")
+    p.add_argument("--grid", action="store_true", help="every layer and head as a grid")
+    p.add_argument("--html", help="also write a self-contained interactive HTML page here")
     _add_decode_options(p)
 
     p = sub.add_parser("quickstart", help="train on the bundled corpus within a time budget")
@@ -183,10 +275,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     import time
 
     from heedful.evaluate import score_corpus
-    from heedful.translator import Translator
+    from heedful.length import by_length, format_table, plot_by_length
+    from heedful.translator import Translator, resolve_run_dir
 
+    edges = _edges(args.buckets) if args.by_length else ()
     translator = Translator.from_checkpoint(args.run_dir)
     src, ref = _eval_files(args, translator)
+    gold = None
+    if args.align:  # read the gold first: a bad file fails before minutes of decoding
+        gold = (_read_gold(args.align, len(src), "sure"),
+                _read_gold(args.align_possible, len(src), "possible")
+                if args.align_possible else None)
     start = time.perf_counter()
     results = translator.translate(src, progress=not args.json, **_decode_kwargs(args))
     seconds = time.perf_counter() - start
@@ -195,33 +294,243 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         Path(args.hyp_output).write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
     scores = score_corpus(hyps, ref)
     opts = translator.decode_options(**_decode_kwargs(args))
-    report = {**scores.as_dict(), "beam_size": opts.beam_size, "decode_seconds": round(seconds, 2),
-              "sentences_per_second": round(len(src) / seconds, 2)}
-    if args.json:
-        print(json.dumps(report))
-    else:
+    report: dict[str, Any] = {
+        **scores.as_dict(), "beam_size": opts.beam_size, "decode_seconds": round(seconds, 2),
+        "sentences_per_second": round(len(src) / seconds, 2)}
+    if not args.json:
         print(f"BLEU  {scores.bleu:6.2f}   {scores.bleu_signature}")
         print(f"chrF  {scores.chrf:6.2f}   {scores.chrf_signature}")
         print(f"{len(src)} sentences, beam {opts.beam_size}, {seconds:.1f} s "
               f"({report['sentences_per_second']} sent/s)")
+    if args.by_length:
+        buckets = by_length(src, hyps, ref, edges, samples=args.bootstrap)
+        report["by_length"] = [b.as_dict() for b in buckets]
+        if not args.json:
+            print()
+            print(format_table(buckets, "by source length (95% bootstrap intervals):"))
+        if args.plot:
+            path = plot_by_length({Path(args.run_dir).name: buckets}, args.plot)
+            report["plot"] = str(path)
+            if not args.json:
+                print(f"plot written to {path}")
+    if gold is not None:
+        report["alignment"] = _alignment_report(args, translator, resolve_run_dir(args.run_dir),
+                                                src, ref, *gold)
+        if not args.json:
+            a = report["alignment"]
+            print()
+            print(f"alignment ({a['settings']}), {a['sentences']} sentences:")
+            print(f"  all links:        AER {a['aer']:.3f}  precision {a['precision']:.3f}  "
+                  f"recall {a['recall']:.3f}  ({a['predicted_links']} links)")
+            print(f"  restricted links: AER {a['aer_restricted']:.3f}  precision "
+                  f"{a['precision_restricted']:.3f}  recall {a['recall']:.3f}  "
+                  f"({a['predicted_links_restricted']} links)")
+    if args.json:
+        print(json.dumps(report))
+    return 0
+
+
+def _edges(text: str) -> tuple[int, ...]:
+    from heedful.length import parse_edges
+
+    try:
+        return parse_edges(text)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def _read_gold(path: str, expected: int, what: str) -> list[Any]:
+    from heedful.alignment import read_alignments
+
+    gold = read_alignments(path)
+    if len(gold) != expected:
+        raise DataError(f"{path}: {len(gold)} lines of {what} links for {expected} sentences")
+    return gold
+
+
+def _alignment_report(args: argparse.Namespace, translator: Any, run_dir: Path,
+                      src: list[str], ref: list[str], sure: list[Any],
+                      possible: list[Any] | None) -> dict[str, Any]:
+    from heedful.aligner import check_settings, pair_attention
+    from heedful.alignment import alignment_scores
+
+    settings = _align_settings(args, run_dir)
+    pairs = pair_attention(translator, src, ref, progress=not args.json)
+    check_settings(settings, pairs)
+    predicted = [p.links(settings) for p in pairs]
+    return {"settings": settings.describe(),
+            **alignment_scores(predicted, sure, possible).as_dict()}
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from heedful.evaluate import score_corpus
+    from heedful.length import by_length, plot_by_length
+    from heedful.translator import Translator
+
+    edges = _edges(args.buckets)
+    labels = (args.labels.split(",") if args.labels
+              else [Path(r).name for r in args.run_dirs])
+    if len(labels) != len(args.run_dirs):
+        raise ConfigError(f"--labels names {len(labels)} runs but {len(args.run_dirs)} were given")
+    curves: dict[str, Sequence[Any]] = {}
+    rows: list[dict[str, Any]] = []
+    for label, run in zip(labels, args.run_dirs, strict=True):
+        translator = Translator.from_checkpoint(run)
+        src, ref = _eval_files(args, translator)
+        hyps = translator.translate_lines(src, progress=not args.json, **_decode_kwargs(args))
+        overall = score_corpus(hyps, ref)
+        buckets = by_length(src, hyps, ref, edges, samples=args.bootstrap)
+        curves[label] = buckets
+        rows.append({"run": label, "run_dir": run, "bleu": overall.bleu, "chrf": overall.chrf,
+                     "by_length": [b.as_dict() for b in buckets]})
+    path = plot_by_length(curves, args.plot, args.metric)
+    if args.json:
+        print(json.dumps({"runs": rows, "plot": str(path)}))
+        return 0
+    bucket_labels = [b.label for b in next(iter(curves.values()))]
+    metric = args.metric
+    print(f"{metric.upper() if metric == 'bleu' else 'chrF'} by source length (words); "
+          "n = sentences per bucket")
+    header = f"{'run':20s} {'all':>6s} " + " ".join(f"{b:>8s}" for b in bucket_labels)
+    print(header)
+    counts = [b.sentences for b in next(iter(curves.values()))]
+    print(f"{'n':20s} {'':6s} " + " ".join(f"{n:8d}" for n in counts))
+    for row, (label, curve) in zip(rows, curves.items(), strict=True):
+        cells = " ".join(f"{getattr(b, metric):8.2f}" if getattr(b, metric) is not None
+                         else f"{'-':>8s}" for b in curve)
+        print(f"{label:20s} {row[metric]:6.2f} {cells}")
+    print(f"plot written to {path}")
+    return 0
+
+
+def _cmd_align(args: argparse.Namespace) -> int:
+    from heedful.aligner import check_settings, pair_attention, save_settings, tune
+    from heedful.alignment import format_links
+    from heedful.translator import Translator, resolve_run_dir
+
+    run_dir = resolve_run_dir(args.run_dir)
+    translator = Translator.from_checkpoint(run_dir)
+    if args.tune:
+        dev_name, dev_src, dev_tgt, dev_sure, dev_possible = _dev_gold(args, translator)
+        pairs = pair_attention(translator, dev_src, dev_tgt, progress=not args.json)
+        sure = _read_gold(dev_sure, len(dev_src), "sure")
+        possible = _read_gold(dev_possible, len(dev_src), "possible") if dev_possible else None
+        settings, scores, table = tune(pairs, sure, possible)
+        path = save_settings(run_dir, settings, scores, tuned_on=f"{dev_name} ({len(pairs)} "
+                             f"pairs), {dev_sure}" + (f", {dev_possible}" if dev_possible else ""))
+        if args.json:
+            print(json.dumps({"settings": settings.describe(), "saved": str(path),
+                              **scores.as_dict(), "candidates": len(table)}))
+        else:
+            print(f"best of {len(table)} settings on dev: {settings.describe()}")
+            print(f"dev AER {scores.aer:.3f} (restricted {scores.aer_restricted:.3f}), precision "
+                  f"{scores.precision:.3f}, recall {scores.recall:.3f}; saved to {path}")
+        if not (args.src or args.tgt):
+            return 0
+    if not (args.src and args.tgt):
+        raise DataError("heedful align needs --src and --tgt (the pairs to align)")
+    corpus = read_parallel(args.src, args.tgt)
+    settings = _align_settings(args, run_dir)
+    pairs = pair_attention(translator, corpus.src, corpus.tgt, progress=args.output is not None)
+    check_settings(settings, pairs)
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+    try:
+        for p in pairs:
+            links = p.links(settings)
+            if args.json:
+                out.write(json.dumps({"alignment": format_links(links),
+                                      "src_words": p.num_src_words,
+                                      "tgt_words": p.num_tgt_words}) + "\n")
+            else:
+                out.write(format_links(links) + "\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return 0
+
+
+def _dev_gold(args: argparse.Namespace, translator: Any
+              ) -> tuple[str, list[str], list[str], str, str | None]:
+    """(source file, dev sources, dev targets, sure gold, possible gold) for --tune: given,
+    or the bundled dataset's dev files."""
+    if args.dev_src or args.dev_tgt or args.dev_align:
+        if not (args.dev_src and args.dev_tgt and args.dev_align):
+            raise DataError("--dev-src, --dev-tgt and --dev-align go together")
+        corpus = read_parallel(args.dev_src, args.dev_tgt)
+        return args.dev_src, corpus.src, corpus.tgt, args.dev_align, args.dev_align_possible
+    from heedful.datasets import dataset_file, dataset_split
+
+    name = translator.config.data.dataset
+    if name is None or not dataset_file(name, "dev.align.sure").exists():
+        raise DataError("--tune needs dev pairs with gold links: give --dev-src, --dev-tgt "
+                        "and --dev-align (and --dev-align-possible)")
+    src_file, tgt_file = dataset_split(name, "dev")
+    corpus = read_parallel(src_file, tgt_file)
+    return (str(src_file), corpus.src, corpus.tgt, str(dataset_file(name, "dev.align.sure")),
+            str(dataset_file(name, "dev.align")))
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from heedful.forced import force_decode
+    from heedful.translator import Translator
+
+    translator = Translator.from_checkpoint(args.run_dir)
+    corpus = read_parallel(args.src, args.tgt)
+    tok = translator.tokenizer
+    results = force_decode(translator.model, tok.encode_src(corpus.src),
+                           tok.encode_tgt(corpus.tgt), progress=args.output is not None)
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+    try:
+        for r in results:
+            if args.json:
+                out.write(json.dumps({"log_prob": round(r.log_prob, 4),
+                                      "per_token": round(r.per_token, 4),
+                                      "tokens": r.num_tokens}) + "\n")
+            else:
+                out.write(f"{r.log_prob:.4f}\t{r.per_token:.4f}\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    if results and args.output:
+        total = sum(r.log_prob for r in results)
+        ntok = sum(r.num_tokens for r in results)
+        import math
+
+        print(f"{len(results)} pairs, {ntok} target tokens: log-prob {total:.1f}, "
+              f"{total / ntok:.4f} per token (perplexity {math.exp(-total / ntok):.2f})",
+              file=sys.stderr)
     return 0
 
 
 def _cmd_attention(args: argparse.Namespace) -> int:
     from heedful.translator import Translator
-    from heedful.viz import plot_attention
+    from heedful.viz import attention_html, plot_attention, plot_attention_grid
 
     translator = Translator.from_checkpoint(args.run_dir)
     result = translator.translate([args.sentence], return_attention=True, **_decode_kwargs(args))[0]
     if result.attention is None:
         raise CheckpointError(f"{args.run_dir}: this model has no attention to plot "
                               "(attention: none)")
-    attn = result.attention[:, -1]  # last layer: (T_out, H, S)
-    weights = attn.mean(1) if args.head is None else attn[:, args.head]
-    path = plot_attention(weights.numpy(), result.src_pieces, result.tgt_pieces, args.output,
-                          title=result.text)
+    attention = result.attention.float()  # (T_out, L, H, S)
+    _, layers, heads, _ = attention.shape
+    if not -layers <= args.layer < layers:
+        raise ConfigError(f"--layer {args.layer}: the model has {layers} layer(s)")
+    if args.head is not None and not -heads <= args.head < heads:
+        raise ConfigError(f"--head {args.head}: the model has {heads} head(s)")
     print(result.text)
+    if args.grid:
+        path = plot_attention_grid(attention.numpy(), result.src_pieces, result.tgt_pieces,
+                                   args.output, title=result.text)
+    else:
+        attn = attention[:, args.layer]  # (T_out, H, S)
+        weights = attn.mean(1) if args.head is None else attn[:, args.head]
+        path = plot_attention(weights.numpy(), result.src_pieces, result.tgt_pieces,
+                              args.output, title=result.text)
     print(f"attention heatmap written to {path}")
+    if args.html:
+        page = attention_html(attention.numpy(), result.src_pieces, result.tgt_pieces, args.html,
+                              title=f"{args.sentence} → {result.text}")
+        print(f"interactive page written to {page}")
     return 0
 
 
@@ -255,6 +564,9 @@ COMMANDS = {
     "train": _cmd_train,
     "translate": _cmd_translate,
     "evaluate": _cmd_evaluate,
+    "compare": _cmd_compare,
+    "align": _cmd_align,
+    "score": _cmd_score,
     "attention": _cmd_attention,
     "quickstart": _cmd_quickstart,
     "export": _cmd_export,

@@ -127,6 +127,8 @@ class TrainConfig(_Strict):
     max_steps: int | None = Field(None, gt=0)
     max_epochs: int | None = Field(None, gt=0)
     max_minutes: float | None = Field(None, gt=0)
+    """Wall-clock training budget (validation included), counted over all sittings: a resumed
+    run trains only for what its checkpoint has not yet spent."""
     valid_every: int = Field(500, gt=0)
     early_stopping_metric: Literal["bleu", "chrf", "loss"] = "bleu"
     patience: int | None = Field(None, gt=0)

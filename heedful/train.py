@@ -264,8 +264,10 @@ def _train(cfg: Config, run_dir: Path, resume: bool, init_from: str | Path | Non
     model.train()
     metric = tc.early_stopping_metric
     higher_better = metric != "loss"
-    deadline = time.monotonic() + tc.max_minutes * 60 if tc.max_minutes else None
-    bar = _progress(tc, state["step"], progress)
+    # The budget is a total over sittings: a resumed run only gets what is left of it.
+    deadline = (time.monotonic() + max(tc.max_minutes * 60 - state["train_seconds"], 0.0)
+                if tc.max_minutes else None)
+    bar = _progress(tc, state["step"], state["train_seconds"], progress)
     bar_clock = [time.monotonic()]
     _clean_crash_leftovers(run_dir)
     metrics_file = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
@@ -413,7 +415,7 @@ def _plateau_update(tc: TrainConfig, state: dict[str, Any], value: float,
         log.info("plateau: learning rate scale now %.4f", state["plateau_scale"])
 
 
-def _progress(tc: TrainConfig, initial: int, enabled: bool) -> Any:
+def _progress(tc: TrainConfig, initial: int, spent_seconds: float, enabled: bool) -> Any:
     """A step bar; under a time budget without max_steps, a bar over the budget's seconds
     (so it can show a percentage and the time left)."""
     if not enabled:
@@ -421,7 +423,8 @@ def _progress(tc: TrainConfig, initial: int, enabled: bool) -> Any:
     from tqdm import tqdm
 
     if tc.max_steps is None and tc.max_minutes is not None:
-        return tqdm(total=round(tc.max_minutes * 60), unit="s", desc="train",
+        budget = round(tc.max_minutes * 60)
+        return tqdm(total=budget, initial=min(spent_seconds, budget), unit="s", desc="train",
                     dynamic_ncols=True,
                     bar_format="{l_bar}{bar}| {n:.0f}/{total}s [{elapsed}<{remaining}{postfix}]")
     return tqdm(total=tc.max_steps, initial=initial, unit="step", desc="train",
