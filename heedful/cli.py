@@ -175,6 +175,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["heedful"], default="heedful")
     p.add_argument("--float32", action="store_true", help="keep float32 (default: float16)")
 
+    p = sub.add_parser("serve", help="serve models over HTTP with a web page showing attention")
+    p.add_argument("run_dir", nargs="?", help="run directory or shipped model name")
+    p.add_argument("--model", action="append", default=[], metavar="NAME=RUN_DIR",
+                   help="serve another model under NAME (repeatable)")
+    p.add_argument("--host", default="127.0.0.1", help="default: loopback only")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-texts", type=int, default=64, help="texts per request")
+    p.add_argument("--max-chars", type=int, default=2000, help="characters per text")
+    p.add_argument("--timeout", type=float, default=60.0, help="request timeout, seconds")
+    p.add_argument("--max-batch", type=int, default=32, help="micro-batch size, in texts")
+    p.add_argument("--batch-wait-ms", type=float, default=5.0,
+                   help="micro-batching wait window after the first request")
+    p.add_argument("--no-micro-batching", action="store_true")
+    p.add_argument("--threads", type=int, default=None, help="torch threads")
+
     sub.add_parser("presets", help="list the named presets")
     return parser
 
@@ -551,6 +566,31 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+    except ImportError:
+        raise ConfigError("heedful serve needs FastAPI and uvicorn: pip install "
+                          "'heedful[serve]'") from None
+    import torch
+
+    from heedful.serve import ServeSettings, create_app, parse_model_args
+    from heedful.translator import Translator
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    models = {name: Translator.from_checkpoint(path)
+              for name, path in parse_model_args(args.run_dir, args.model).items()}
+    settings = ServeSettings(max_texts=args.max_texts, max_chars=args.max_chars,
+                             timeout_s=args.timeout, micro_batching=not args.no_micro_batching,
+                             max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms)
+    app = create_app(models, settings)
+    print(f"heedful: serving {', '.join(models)} on http://{args.host}:{args.port}/ "
+          f"(micro-batching {'on' if settings.micro_batching else 'off'})", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def _cmd_presets(args: argparse.Namespace) -> int:
     from heedful.presets import PRESETS
 
@@ -571,4 +611,5 @@ COMMANDS = {
     "quickstart": _cmd_quickstart,
     "export": _cmd_export,
     "presets": _cmd_presets,
+    "serve": _cmd_serve,
 }

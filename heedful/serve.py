@@ -1,0 +1,337 @@
+"""``heedful serve``: trained models behind an HTTP API (FastAPI + uvicorn), with a web page
+that shows attention as you translate.
+
+Endpoints: ``POST /translate``, ``GET /health``, ``GET /models``, ``GET /`` (the page),
+``GET /docs`` and ``GET /openapi.json`` (FastAPI's; the docs page's assets are vendored, so
+it works without a network).
+
+Concurrency: each model has one worker thread (the model never runs on the event loop, and
+never twice at once). With micro-batching on, requests that arrive within ``batch_wait_ms``
+of each other (up to ``max_batch`` texts) and ask for the same decoding options are
+translated as one batch, so throughput grows with concurrency; off, each request is
+translated on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from heedful.translator import Translation, Translator
+
+ASSETS = Path(__file__).parent / "assets"
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    max_texts: int = 64
+    """Texts per request (more -> 413)."""
+    max_chars: int = 2000
+    """Characters per text (more -> 413)."""
+    timeout_s: float = 60.0
+    """A request still waiting for its translations after this long gets a 504."""
+    micro_batching: bool = True
+    max_batch: int = 32
+    """Most texts the micro-batcher puts into one model call."""
+    batch_wait_ms: float = 5.0
+    """How long the micro-batcher waits for more requests after the first."""
+
+
+class TranslateRequest(BaseModel):
+    """The body of ``POST /translate``; decoding options are named as in the config and CLI
+    and default to the model's own ``decode`` config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    texts: list[str] = Field(..., min_length=1, description="sentences to translate")
+    model: str | None = Field(None, description="model name; may be omitted with one model")
+    beam_size: int | None = Field(None, gt=0, le=64)
+    n_best: int | None = Field(None, gt=0, le=64)
+    length_penalty: float | None = Field(None, ge=0)
+    max_len_a: float | None = Field(None, gt=0)
+    max_len_b: int | None = Field(None, ge=0)
+    return_attention: bool = False
+
+
+class Hyp(BaseModel):
+    translation: str
+    score: float
+
+
+class Attention(BaseModel):
+    src_tokens: list[str]
+    tgt_tokens: list[str]
+    weights: list[list[list[list[float]]]] = Field(
+        ..., description="(target tokens, layers, heads, source tokens)")
+
+
+class TranslationOut(BaseModel):
+    translation: str
+    score: float
+    n_best: list[Hyp]
+    attention: Attention | None = None
+
+
+class TranslateResponse(BaseModel):
+    model: str
+    translations: list[TranslationOut]
+    seconds: float
+
+
+class ServeError(Exception):
+    """An HTTP error with a status and a message (rendered as JSON)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+# ----------------------------------------------------------------------------- batching
+
+_Options = tuple[tuple[str, Any], ...]
+
+
+@dataclass
+class _Job:
+    texts: list[str]
+    options: _Options
+    future: asyncio.Future[list[Translation]] = field(repr=False)
+
+
+class ModelWorker:
+    """One model, one worker thread, and (optionally) a micro-batcher in front of it."""
+
+    def __init__(self, name: str, translator: Translator, settings: ServeSettings) -> None:
+        self.name, self.translator, self.settings = name, translator, settings
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"heedful-{name}")
+        self.queue: asyncio.Queue[_Job] | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.batches = 0
+        self.batched_texts = 0
+
+    def _translate(self, texts: list[str], options: _Options) -> list[Translation]:
+        return self.translator.translate(texts, **dict(options))
+
+    async def translate(self, texts: list[str], options: _Options) -> list[Translation]:
+        loop = asyncio.get_running_loop()
+        if not self.settings.micro_batching:
+            self.batches += 1
+            self.batched_texts += len(texts)
+            return await loop.run_in_executor(self.executor, self._translate, texts, options)
+        if self.queue is None:
+            self.queue = asyncio.Queue()
+            self.task = asyncio.create_task(self._batch_loop())
+        job = _Job(texts, options, loop.create_future())
+        await self.queue.put(job)
+        return await job.future
+
+    async def _batch_loop(self) -> None:
+        assert self.queue is not None
+        loop = asyncio.get_running_loop()
+        wait = self.settings.batch_wait_ms / 1000
+        while True:
+            jobs = [await self.queue.get()]
+            count = len(jobs[0].texts)
+            deadline = loop.time() + wait
+            while count < self.settings.max_batch:
+                try:
+                    job = await asyncio.wait_for(self.queue.get(),
+                                                 max(deadline - loop.time(), 0))
+                except TimeoutError:
+                    break
+                jobs.append(job)
+                count += len(job.texts)
+            groups: dict[_Options, list[_Job]] = defaultdict(list)
+            for job in jobs:
+                if not job.future.done():  # a timed-out request is not translated
+                    groups[job.options].append(job)
+            for options, members in groups.items():
+                texts = [t for job in members for t in job.texts]
+                self.batches += 1
+                self.batched_texts += len(texts)
+                try:
+                    results = await loop.run_in_executor(self.executor, self._translate, texts,
+                                                         options)
+                except Exception as err:  # handed to each waiting request
+                    for job in members:
+                        if not job.future.done():
+                            job.future.set_exception(err)
+                    continue
+                start = 0
+                for job in members:
+                    part = results[start : start + len(job.texts)]
+                    start += len(job.texts)
+                    if not job.future.done():
+                        job.future.set_result(part)
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    def describe(self) -> dict[str, Any]:
+        cfg = self.translator.config
+        m = cfg.model
+        return {"name": self.name, "arch": m.arch, "attention": m.attention,
+                "layers": m.decoder_layers if m.arch == "transformer" else 1,
+                "heads": m.attention_heads if m.attention == "multihead" else 1,
+                "decode": cfg.decode.model_dump()}
+
+
+# ----------------------------------------------------------------------------- the app
+
+
+def _as_output(r: Translation, with_attention: bool) -> TranslationOut:
+    attention = None
+    if with_attention and r.attention is not None:
+        attention = Attention(src_tokens=r.src_pieces, tgt_tokens=r.tgt_pieces,
+                              weights=r.attention.float().round(decimals=4).tolist())
+    return TranslationOut(translation=r.text, score=round(r.score, 4),
+                          n_best=[Hyp(translation=t, score=round(s, 4)) for t, s in r.n_best],
+                          attention=attention)
+
+
+def create_app(models: dict[str, Translator], settings: ServeSettings | None = None) -> Any:
+    """The FastAPI application serving ``models`` (name -> translator)."""
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+    from fastapi.staticfiles import StaticFiles
+
+    if not models:
+        raise ValueError("no models to serve")
+    settings = settings or ServeSettings()
+    workers = {name: ModelWorker(name, t, settings) for name, t in models.items()}
+    @asynccontextmanager
+    async def lifespan(_: Any) -> AsyncIterator[None]:
+        yield
+        for worker in workers.values():
+            worker.close()
+
+    app = FastAPI(title="heedful", version=_version(), docs_url=None, redoc_url=None,
+                  lifespan=lifespan,
+                  description="Sequence-to-sequence translation with attention you can see.")
+    app.state.workers = workers
+    app.state.settings = settings
+    app.mount("/assets", StaticFiles(directory=ASSETS), name="assets")
+
+    @app.exception_handler(ServeError)
+    async def _serve_error(_: Request, err: ServeError) -> JSONResponse:
+        return JSONResponse({"detail": err.message}, status_code=err.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, err: RequestValidationError) -> JSONResponse:
+        # one readable line per problem, naming the field, beside FastAPI's own list
+        problems = []
+        for e in err.errors():
+            where = ".".join(str(x) for x in e["loc"] if x != "body") or "body"
+            problems.append(f"{where}: {e['msg']}")
+        return JSONResponse({"detail": "; ".join(problems), "errors": err.errors()},
+                            status_code=422)
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(ASSETS / "serve.html", media_type="text/html")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="heedful API",
+                                   swagger_js_url="/assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/assets/swagger-ui.css",
+                                   swagger_favicon_url="/assets/favicon.svg")
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "models": list(workers),
+                "micro_batching": settings.micro_batching,
+                "batches": {n: w.batches for n, w in workers.items()},
+                "texts": {n: w.batched_texts for n, w in workers.items()}}
+
+    @app.get("/models")
+    async def list_models() -> list[dict[str, Any]]:
+        return [w.describe() for w in workers.values()]
+
+    @app.post("/translate", response_model=TranslateResponse)
+    async def translate(body: TranslateRequest) -> TranslateResponse:
+        worker = _pick(workers, body.model)
+        _check_limits(body, settings)
+        opts = {k: getattr(body, k) for k in ("beam_size", "n_best", "length_penalty",
+                                              "max_len_a", "max_len_b")
+                if getattr(body, k) is not None}
+        decode = worker.translator.decode_options(**opts)
+        if decode.n_best > decode.beam_size:
+            raise ServeError(422, f"n_best ({decode.n_best}) cannot exceed beam_size "
+                                  f"({decode.beam_size})")
+        options: _Options = tuple(sorted({**opts, "return_attention": body.return_attention}
+                                         .items()))
+        start = time.perf_counter()
+        try:
+            results = await asyncio.wait_for(worker.translate(body.texts, options),
+                                             settings.timeout_s)
+        except TimeoutError:
+            raise ServeError(504, f"the translation took longer than the request timeout "
+                                  f"({settings.timeout_s:g} s)") from None
+        return TranslateResponse(
+            model=worker.name, seconds=round(time.perf_counter() - start, 4),
+            translations=[_as_output(r, body.return_attention) for r in results])
+
+    return app
+
+
+def _pick(workers: dict[str, ModelWorker], name: str | None) -> ModelWorker:
+    if name is None:
+        if len(workers) == 1:
+            return next(iter(workers.values()))
+        raise ServeError(422, f"model: required when several models are served "
+                              f"({', '.join(workers)})")
+    if name not in workers:
+        raise ServeError(404, f"model: no model named {name!r}; served: {', '.join(workers)}")
+    return workers[name]
+
+
+def _check_limits(body: TranslateRequest, settings: ServeSettings) -> None:
+    if len(body.texts) > settings.max_texts:
+        raise ServeError(413, f"texts: {len(body.texts)} texts in one request; the limit is "
+                              f"{settings.max_texts}")
+    for i, text in enumerate(body.texts):
+        if len(text) > settings.max_chars:
+            raise ServeError(413, f"texts.{i}: {len(text)} characters; the limit is "
+                                  f"{settings.max_chars} per text")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("heedful")
+    except PackageNotFoundError:
+        return "0"
+
+
+def parse_model_args(run_dir: str | None, named: list[str]) -> dict[str, str]:
+    """``RUN_DIR`` and ``--model NAME=RUN_DIR`` options -> {name: run dir}."""
+    from heedful.config import ConfigError
+
+    models: dict[str, str] = {}
+    if run_dir:
+        models[Path(run_dir).name] = run_dir
+    for item in named:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--model {item!r}: expected NAME=RUN_DIR")
+        if name in models:
+            raise ConfigError(f"--model {item!r}: the name {name!r} is already used")
+        models[name] = path
+    if not models:
+        raise ConfigError("nothing to serve: give a RUN_DIR or --model NAME=RUN_DIR")
+    return models
