@@ -42,7 +42,9 @@ def variant_config(name: str, minutes: float) -> Any:
     from heedful.presets import get_preset
 
     common_train = {"max_minutes": minutes, "threads": 1, "valid_every": 200, "log_every": 20,
-                    "keep_last": 1, "batch_tokens": 6000, "seed": 1234}
+                    # keep_last 4: checkpoint averaging (heedful average --last N) is measured
+                    # on these runs; it changes nothing about training itself
+                    "keep_last": 4, "batch_tokens": 6000, "seed": 1234}
     if name == "transformer":
         raw = get_preset("transformer-small").model_dump(mode="json", exclude_unset=True)
         raw["tokenizer"] = {"vocab_size": 4000}

@@ -326,3 +326,57 @@ def export_run(run_dir: Path, out_dir: Path, half: bool = True) -> Path:
         shutil.copy(f, out_dir / f.name)
     return save_checkpoint(out_dir, int(state.get("step", 0)), model, keep, None, keep_last=1,
                            is_best=True, half=half)
+
+
+def average_run(run_dir: Path, out_dir: Path, last: int, half: bool = False) -> Path:
+    """Average the weights of the run's ``last`` newest intact checkpoints (Junczys-Dowmunt
+    et al. 2016; what fairseq, OpenNMT-py and Marian ship) into a new self-contained run
+    directory: config, tokenizer, one averaged checkpoint (no optimizer)."""
+    from heedful.config import load_config
+    from heedful.model import build_model
+    from heedful.tokenizer import Tokenizer
+
+    if last < 1:
+        raise CheckpointError(f"--last {last}: give at least 1 checkpoint")
+    ckpt_root = run_dir / "checkpoints"
+    steps = sorted(p for p in ckpt_root.iterdir() if p.name.startswith(_STEP_PREFIX)) \
+        if ckpt_root.is_dir() else []
+    intact, problems = [], []
+    for ckpt in reversed(steps):
+        try:
+            verify_checkpoint(ckpt)
+            intact.append(ckpt)
+        except CheckpointError as err:
+            problems.append(str(err))
+        if len(intact) == last:
+            break
+    if len(intact) < last:
+        raise CheckpointError(
+            f"{run_dir} has {len(intact)} intact checkpoint(s), fewer than --last {last} "
+            "(train.keep_last decides how many a run keeps)"
+            + (f"; damaged: {'; '.join(problems)}" if problems else ""))
+    chosen = sorted(intact)
+    total: dict[str, torch.Tensor] = {}
+    for ckpt in chosen:
+        for name, tensor in model_state(ckpt / "model.safetensors").items():
+            if tensor.is_floating_point():
+                total[name] = total[name] + tensor if name in total else tensor.clone()
+            else:
+                total.setdefault(name, tensor)
+    averaged = {k: v / len(chosen) if v.is_floating_point() else v for k, v in total.items()}
+    config = load_config(run_dir / "config.yaml")
+    tokenizer = Tokenizer.load(run_dir)
+    model = build_model(config.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
+    model.load_state_dict(averaged)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise CheckpointError(f"{out_dir} exists and is not empty")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(run_dir / "config.yaml", out_dir / "config.yaml")
+    for f in Tokenizer.files(run_dir):
+        shutil.copy(f, out_dir / f.name)
+    last_state = verify_checkpoint(chosen[-1])
+    step = int(last_state.get("step", 0))
+    state = {"step": step, "averaged_from": str(run_dir),
+             "averaged_checkpoints": [c.name for c in chosen]}
+    return save_checkpoint(out_dir, step, model, state, None, keep_last=1,
+                           is_best=True, half=half)

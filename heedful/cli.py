@@ -92,14 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("translate", help="translate stdin (or --input) to stdout")
-    p.add_argument("run_dir", help="run directory or shipped model name")
+    p.add_argument("run_dir", nargs="+",
+                   help="run directory or shipped model name; several = an ensemble")
     p.add_argument("--input", "-i")
     p.add_argument("--output", "-o")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     _add_decode_options(p)
 
     p = sub.add_parser("evaluate", help="BLEU and chrF on a split or on given files")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", nargs="+", help="run directory; several = an ensemble")
     p.add_argument("--split", choices=["dev", "test"], default=None)
     p.add_argument("--src")
     p.add_argument("--ref")
@@ -190,6 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-micro-batching", action="store_true")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
 
+    p = sub.add_parser("average", help="average a run's last N checkpoints into a new run dir")
+    p.add_argument("run_dir")
+    p.add_argument("--last", type=int, required=True, help="how many checkpoints")
+    p.add_argument("-o", "--output", help="new run directory (default RUN_DIR-avgN)")
+
     sub.add_parser("presets", help="list the named presets")
     return parser
 
@@ -251,7 +257,7 @@ def _read_input(path: str | None) -> list[str]:
 def _cmd_translate(args: argparse.Namespace) -> int:
     from heedful.translator import Translator
 
-    translator = Translator.from_checkpoint(args.run_dir)
+    translator = Translator.from_checkpoints(args.run_dir)
     lines = _read_input(args.input)
     results = translator.translate(lines, progress=args.output is not None, **_decode_kwargs(args))
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
@@ -294,7 +300,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from heedful.translator import Translator, resolve_run_dir
 
     edges = _edges(args.buckets) if args.by_length else ()
-    translator = Translator.from_checkpoint(args.run_dir)
+    translator = Translator.from_checkpoints(args.run_dir)
     src, ref = _eval_files(args, translator)
     gold = None
     if args.align:  # read the gold first: a bad file fails before minutes of decoding
@@ -324,12 +330,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             print()
             print(format_table(buckets, "by source length (95% bootstrap intervals):"))
         if args.plot:
-            path = plot_by_length({Path(args.run_dir).name: buckets}, args.plot)
+            label = "+".join(Path(r).name for r in args.run_dir)
+            path = plot_by_length({label: buckets}, args.plot)
             report["plot"] = str(path)
             if not args.json:
                 print(f"plot written to {path}")
     if gold is not None:
-        report["alignment"] = _alignment_report(args, translator, resolve_run_dir(args.run_dir),
+        report["alignment"] = _alignment_report(args, translator, resolve_run_dir(args.run_dir[0]),
                                                 src, ref, *gold)
         if not args.json:
             a = report["alignment"]
@@ -591,6 +598,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_average(args: argparse.Namespace) -> int:
+    from heedful.checkpoint import average_run
+    from heedful.translator import resolve_run_dir
+
+    run_dir = resolve_run_dir(args.run_dir)
+    out = Path(args.output or f"{run_dir}-avg{args.last}")
+    ckpt = average_run(run_dir, out, args.last)
+    state = json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
+    print(f"averaged {', '.join(state['averaged_checkpoints'])} into {out}")
+    return 0
+
+
 def _cmd_presets(args: argparse.Namespace) -> int:
     from heedful.presets import PRESETS
 
@@ -612,4 +631,5 @@ COMMANDS = {
     "export": _cmd_export,
     "presets": _cmd_presets,
     "serve": _cmd_serve,
+    "average": _cmd_average,
 }

@@ -78,6 +78,30 @@ class Translator:
         load_model_weights(model, ckpt)
         return cls(model, tokenizer, config)
 
+    @classmethod
+    def from_checkpoints(cls, paths: Sequence[str | Path], which: str = "best") -> Translator:
+        """One model, or an ensemble of several (see :mod:`heedful.ensemble`); the first
+        model's config (decoding options, limits) and tokenizer are used."""
+        if len(paths) == 1:
+            return cls.from_checkpoint(paths[0], which)
+        from heedful.ensemble import Ensemble
+        from heedful.tokenizer import Tokenizer
+
+        translators = [cls.from_checkpoint(p, which) for p in paths]
+        first_dir = resolve_run_dir(paths[0])
+        reference = [f.read_bytes() for f in Tokenizer.files(first_dir)]
+        for p in paths[1:]:
+            if [f.read_bytes() for f in Tokenizer.files(resolve_run_dir(p))] != reference:
+                raise CheckpointError(
+                    f"cannot ensemble {p} with {paths[0]}: their tokenizers differ (ensemble "
+                    "members must share the SentencePiece model)")
+        ensemble = Ensemble([t.model for t in translators])
+        first = translators[0]
+        limit = min(t.config.model.max_positions for t in translators)
+        config = first.config.model_copy(
+            update={"model": first.config.model.model_copy(update={"max_positions": limit})})
+        return cls(ensemble, first.tokenizer, config)  # type: ignore[arg-type]
+
     def decode_options(self, **overrides: object) -> DecodeConfig:
         """The run's decode config with non-None overrides applied (validated)."""
         updates = {k: v for k, v in overrides.items() if v is not None}
