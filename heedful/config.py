@@ -137,6 +137,12 @@ class TrainConfig(_Strict):
     log_every: int = Field(50, gt=0)
     threads: int | None = Field(None, gt=0)
     """torch intra-op threads; ``None`` = torch's default."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """``auto``: CUDA when available, else CPU. Under torchrun each rank uses its LOCAL_RANK
+    GPU."""
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Mixed precision (autocast) for training: bf16 on GPU or CPU, fp16 on GPU only (with
+    loss scaling); weights and optimizer state stay float32."""
 
 
 class DecodeConfig(_Strict):

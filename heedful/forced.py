@@ -87,12 +87,17 @@ def _force_batch(model: Model, src: list[list[int]], tgt: list[list[int]],
     tgt_in, _ = pad([[BOS_ID, *t] for t in tgt], PAD_ID)
     tgt_out, out_mask = pad([[*t, EOS_ID] for t in tgt], PAD_ID)
     m: Any = model  # either architecture: the decoding protocol is all that is used
+    device = next(model.parameters()).device
+    src_t, src_mask, tgt_in, tgt_out, out_mask = (
+        t.to(device) for t in (src_t, src_mask, tgt_in, tgt_out, out_mask))
     with torch.inference_mode():
         state = m.init_state(m.encode(src_t, src_mask))
         logits, attention, _ = m.decode(tgt_in, state, need_weights=need_attention)
         log_probs = torch.log_softmax(logits.float(), -1)
         token_lp = log_probs.gather(-1, tgt_out.unsqueeze(-1)).squeeze(-1) * out_mask
-        totals = token_lp.sum(-1)
+        totals = token_lp.sum(-1).cpu()
+        if attention is not None:
+            attention = attention.cpu()
     out = []
     for b, (s, t) in enumerate(zip(src, tgt, strict=True)):
         attn = None

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from heedful import distributed
 from heedful.attention import coverage_loss
 from heedful.checkpoint import (
     find_checkpoint,
@@ -141,15 +142,42 @@ def loss_sum(model: Model, batch: Any, label_smoothing: float,
     return loss
 
 
+class _LossModule(torch.nn.Module):
+    """The training loss as a module, so DDP's forward (and its gradient hooks) wraps it."""
+
+    def __init__(self, model: Model, label_smoothing: float, coverage_weight: float | None,
+                 precision: str, device: torch.device) -> None:
+        super().__init__()
+        self.model = model
+        self.label_smoothing, self.coverage_weight = label_smoothing, coverage_weight
+        self.autocast = precision != "fp32"
+        self.dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        self.device_type = device.type
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        with torch.autocast(self.device_type, dtype=self.dtype, enabled=self.autocast):
+            return loss_sum(self.model, batch, self.label_smoothing, self.coverage_weight)
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if device.type == "cpu":
+        return batch
+    from dataclasses import replace
+
+    return replace(batch, **{k: getattr(batch, k).to(device, non_blocking=True)
+                             for k in ("src", "src_mask", "tgt_in", "tgt_out", "tgt_mask")})
+
+
 @torch.inference_mode()
 def dev_loss(model: Model, tokenizer: Tokenizer, dev: Corpus, batch_tokens: int) -> float:
     """Mean per-token cross-entropy (no smoothing) on the dev set."""
     model.eval()
     src, tgt = tokenizer.encode_src(dev.src), tokenizer.encode_tgt(dev.tgt)
     total, tokens = 0.0, 0
+    device = next(model.parameters()).device
     for members in plan_batches([len(s) for s in src], [len(t) for t in tgt], batch_tokens):
-        batch = make_batch([src[i] for i in members], [tgt[i] for i in members], PAD_ID, BOS_ID,
-                           EOS_ID)
+        batch = _to_device(make_batch([src[i] for i in members], [tgt[i] for i in members],
+                                      PAD_ID, BOS_ID, EOS_ID), device)
         total += float(loss_sum(model, batch, 0.0))
         tokens += batch.num_tgt_tokens
     model.train()
@@ -157,7 +185,9 @@ def dev_loss(model: Model, tokenizer: Tokenizer, dev: Corpus, batch_tokens: int)
 
 
 def _setup_logging(run_dir: Path) -> logging.Handler:
-    handler = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
+    rank = distributed.env_rank()
+    name = "train.log" if rank == 0 else f"train.rank{rank}.log"
+    handler = logging.FileHandler(run_dir / name, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logging.getLogger("heedful").addHandler(handler)
     logging.getLogger("heedful").setLevel(logging.INFO)
@@ -203,7 +233,8 @@ def train(
             f"{run_dir} already holds checkpoints; use --resume to continue that run, or "
             "choose a new run directory")
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
+    if distributed.env_rank() == 0:  # under torchrun, rank 0 alone writes the run directory
+        save_config(config, run_dir / "config.yaml")
     handler = _setup_logging(run_dir)
     try:
         return _train(config, run_dir, resume, init_from, progress)
@@ -215,15 +246,31 @@ def train(
 def _train(cfg: Config, run_dir: Path, resume: bool, init_from: str | Path | None,
            progress: bool) -> TrainResult:
     tc = cfg.train
+    ctx = distributed.setup(tc.device)
+    try:
+        return _train_on(ctx, cfg, run_dir, resume, init_from, progress and ctx.is_main)
+    finally:
+        distributed.shutdown(ctx)
+
+
+def _train_on(ctx: distributed.DistContext, cfg: Config, run_dir: Path, resume: bool,
+              init_from: str | Path | None, progress: bool) -> TrainResult:
+    tc = cfg.train
     if tc.threads is not None:
         torch.set_num_threads(tc.threads)
-    torch.manual_seed(tc.seed)
+    if tc.precision == "fp16" and ctx.device.type != "cuda":
+        raise TrainError("train.precision: fp16 needs a CUDA GPU; use bf16 (or fp32) on CPU")
+    torch.manual_seed(tc.seed)  # the same initial weights on every rank
     init_dir = None
     if init_from is not None:
         from heedful.translator import resolve_run_dir
 
         init_dir = resolve_run_dir(init_from)
+    if not ctx.is_main:
+        ctx.barrier()  # rank 0 trains (or copies) the tokenizer first; the others load it
     data = prepare_data(cfg, run_dir, tokenizer_from=init_dir)
+    if ctx.is_main:
+        ctx.barrier()
     tok = data.tokenizer
     log.info("training pairs: %d kept, %d dropped by length filters", len(data.train_src),
              data.filtered)
@@ -235,6 +282,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, init_from: str | Path | Non
     if init_dir is not None:
         load_model_weights(model, find_checkpoint(init_dir))
         log.info("initialised weights from %s (fresh optimizer and schedule)", init_dir)
+    model.to(ctx.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, betas=tc.betas,
                                  weight_decay=tc.weight_decay)
     stream = BatchStream(data.train_src, data.train_tgt, tc.batch_tokens, tc.seed, PAD_ID,
@@ -255,9 +303,19 @@ def _train(cfg: Config, run_dir: Path, resume: bool, init_from: str | Path | Non
             load_optimizer(optimizer, ckpt, saved["optimizer_param_groups"])
             state.update({k: saved[k] for k in state if k in saved})
             _set_rng_state(saved["rng_torch"])
-            print(f"heedful: resuming from {ckpt} (step {state['step']})")
+            if ctx.is_main:
+                print(f"heedful: resuming from {ckpt} (step {state['step']})")
             log.info("resumed from %s at step %d", ckpt, state["step"])
     stream.seek(state["epoch"], state["index"])
+    if ctx.rank > 0:  # different dropout masks on each rank (the weights are already equal)
+        torch.manual_seed(tc.seed * 1000 + ctx.rank + state["step"])
+    loss_module = _LossModule(model, tc.label_smoothing, cfg.model.coverage_loss_weight,
+                              tc.precision, ctx.device)
+    trainer = distributed.wrap(loss_module, ctx)
+    scaler = torch.amp.GradScaler("cuda") if tc.precision == "fp16" else None
+    if ctx.enabled:
+        log.info("distributed: rank %d of %d on %s; each step takes %d x %d batches",
+                 ctx.rank, ctx.world_size, ctx.device, ctx.world_size, tc.accumulate)
     num_params = count_parameters(model)
     log.info("model: %s, %d parameters; %d batches per epoch", cfg.model.arch, num_params,
              len(stream.plan))
@@ -269,14 +327,23 @@ def _train(cfg: Config, run_dir: Path, resume: bool, init_from: str | Path | Non
                 if tc.max_minutes else None)
     bar = _progress(tc, state["step"], state["train_seconds"], progress)
     bar_clock = [time.monotonic()]
-    _clean_crash_leftovers(run_dir)
-    metrics_file = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+    if ctx.is_main:
+        _clean_crash_leftovers(run_dir)
+    metrics_path = run_dir / ("metrics.jsonl" if ctx.is_main else f"metrics.rank{ctx.rank}.jsonl")
+    metrics_file = open(metrics_path, "a", encoding="utf-8")  # noqa: SIM115
     window_tokens, window_start, window_loss, window_loss_tokens = 0, time.monotonic(), 0.0, 0
     overall_tokens, overall_start = 0, time.monotonic()
     stopped = "max_steps"
 
     def validate_and_save(final: bool = False) -> bool:
-        """Returns True if early stopping says stop."""
+        """Rank 0 validates and saves while the other ranks wait; returns True (on every
+        rank) if early stopping says stop."""
+        stop = _validate_and_save(final) if ctx.is_main else False
+        if ctx.enabled:
+            ctx.barrier()
+        return ctx.any(stop)
+
+    def _validate_and_save(final: bool = False) -> bool:
         nonlocal stopped
         record: dict[str, Any] = {"step": state["step"], "epoch": stream.epoch}
         is_best = False
@@ -327,24 +394,39 @@ def _train(cfg: Config, run_dir: Path, resume: bool, init_from: str | Path | Non
             if tc.max_epochs is not None and stream.completed_epochs >= tc.max_epochs:
                 stopped = "max_epochs"
                 break
-            if deadline is not None and time.monotonic() >= deadline:
+            # rank 0's clock decides, so every rank stops after the same step
+            if ctx.any(ctx.is_main and deadline is not None and time.monotonic() >= deadline):
                 stopped = "time budget"
                 break
-            batches = [next(stream) for _ in range(tc.accumulate)]
-            num_tokens = sum(b.num_tgt_tokens for b in batches)
+            # every rank draws the same world x accumulate batches and trains on its share
+            drawn = [next(stream) for _ in range(ctx.world_size * tc.accumulate)]
+            batches = drawn[ctx.rank * tc.accumulate : (ctx.rank + 1) * tc.accumulate]
+            num_tokens = sum(b.num_tgt_tokens for b in drawn)  # the global count, known to all
             optimizer.zero_grad(set_to_none=True)
             step_loss = 0.0
-            for b in batches:
-                loss = loss_sum(model, b, tc.label_smoothing, cfg.model.coverage_loss_weight)
-                (loss / num_tokens).backward()
+            for k, b in enumerate(batches):
+                sync = k == len(batches) - 1  # DDP all-reduces gradients on the last only
+                with _maybe_no_sync(trainer, not sync):
+                    loss = trainer(_to_device(b, ctx.device))
+                    # x world size: DDP averages the ranks' gradients, we want their sum
+                    scaled = loss * (ctx.world_size / num_tokens)
+                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
                 step_loss += float(loss.detach())
+            if ctx.enabled:
+                step_loss = ctx.sum([step_loss])[0]
+            if scaler is not None:
+                scaler.unscale_(optimizer)
             if tc.clip_norm is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_norm)
             state["step"] += 1
             lr = learning_rate(tc, state["step"], state["plateau_scale"], model_dim)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            optimizer.step()
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
             window_tokens += num_tokens
             overall_tokens += num_tokens
             window_loss += step_loss
@@ -386,6 +468,15 @@ def _train(cfg: Config, run_dir: Path, resume: bool, init_from: str | Path | Non
              state["best_score"], state["best_step"])
     best = find_checkpoint(run_dir)
     return TrainResult(run_dir, state["step"], state["best_score"], best, stopped, rate)
+
+
+def _maybe_no_sync(trainer: Any, skip: bool) -> Any:
+    """DDP's ``no_sync()`` (no gradient all-reduce) for all but the last accumulated batch."""
+    import contextlib
+
+    if skip and hasattr(trainer, "no_sync"):
+        return trainer.no_sync()
+    return contextlib.nullcontext()
 
 
 def _clean_crash_leftovers(run_dir: Path) -> None:

@@ -102,6 +102,10 @@ class Translator:
             update={"model": first.config.model.model_copy(update={"max_positions": limit})})
         return cls(ensemble, first.tokenizer, config)  # type: ignore[arg-type]
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
     def decode_options(self, **overrides: object) -> DecodeConfig:
         """The run's decode config with non-None overrides applied (validated)."""
         updates = {k: v for k, v in overrides.items() if v is not None}
@@ -137,7 +141,11 @@ class Translator:
         src_t, src_mask = pad(src, PAD_ID)
         caps = max_lengths(src_mask, opts.max_len_a, opts.max_len_b)
         caps = caps.clamp(max=self.config.model.max_positions)  # the Transformer's limit
-        with torch.inference_mode():
+        device = self.device
+        if device.type != "cpu":
+            src_t, src_mask, caps = src_t.to(device), src_mask.to(device), caps.to(device)
+        # torch.device(...) as a context: the tensors decoding creates land on the model's device
+        with torch.inference_mode(), torch.device(device):
             if opts.beam_size == 1 and opts.n_best == 1:
                 return greedy_search(self.model, src_t, src_mask, caps, return_attention)
             return beam_search(self.model, src_t, src_mask, caps, opts.beam_size,
@@ -152,7 +160,7 @@ class Translator:
             n_best=[(tok.decode_tgt(h.tokens), h.norm_score) for h in nbest],
             src_pieces=tok.src_pieces(src),
             tgt_pieces=tok.tgt_pieces(best.tokens),
-            attention=best.attention,
+            attention=None if best.attention is None else best.attention.cpu(),
             num_tokens=len(best.tokens),
         )
 

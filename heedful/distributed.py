@@ -1,0 +1,93 @@
+"""Multi-process training on PyTorch's own engine: DDP, launched by ``torchrun``.
+
+``torchrun`` sets RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT; heedful reads
+them, joins the process group (``gloo`` on CPU, ``nccl`` on CUDA) and wraps the model in
+``DistributedDataParallel``. Without them (a plain ``heedful train``) everything here is a
+no-op with world size 1.
+
+How a step is shared (see :mod:`heedful.train`): every rank walks the same deterministic
+batch stream; a step draws ``world_size x accumulate`` batches and rank r trains on its own
+``accumulate`` of them. The loss is divided by the target-token count *summed over all ranks*
+(an all-reduce), and multiplied by the world size because DDP averages gradients — so the
+gradient equals the single-process gradient of the same global batch, however unevenly the
+tokens fall on the ranks.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    def sum(self, values: list[float]) -> list[float]:
+        """All-reduce (sum) a few numbers across ranks."""
+        if not self.enabled:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return [float(x) for x in t.tolist()]
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank if it is true on any rank (a stop decision everybody follows)."""
+        if not self.enabled:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item() > 0)
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+
+def env_rank() -> int:
+    """This process's rank under torchrun (0 otherwise), readable before :func:`setup`."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def setup(device_name: str = "auto") -> DistContext:
+    """Join the torchrun process group if launched by torchrun; pick the device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = env_rank()
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
+    device = torch.device(f"cuda:{local}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world)
+    return DistContext(rank, world, local, device)
+
+
+def shutdown(ctx: DistContext) -> None:
+    if ctx.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap(module: torch.nn.Module, ctx: DistContext) -> Any:
+    """DDP around ``module`` when distributed (else the module itself)."""
+    if not ctx.enabled:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=ids)
