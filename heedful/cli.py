@@ -173,8 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write a run's best model as a new inference-only run dir")
     p.add_argument("run_dir")
     p.add_argument("out_dir")
-    p.add_argument("--format", choices=["heedful"], default="heedful")
+    p.add_argument("--format", choices=["heedful", "ctranslate2"], default="heedful",
+                   help="heedful: an inference-only run dir; ctranslate2: a CTranslate2 model "
+                        "(Transformers only)")
     p.add_argument("--float32", action="store_true", help="keep float32 (default: float16)")
+    p.add_argument("--quantization", help="ctranslate2 only: e.g. int8, int8_float32, float16")
 
     p = sub.add_parser("serve", help="serve models over HTTP with a web page showing attention")
     p.add_argument("run_dir", nargs="?", help="run directory or shipped model name")
@@ -567,9 +570,16 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from heedful.checkpoint import export_run
     from heedful.translator import resolve_run_dir
 
-    ckpt = export_run(resolve_run_dir(args.run_dir), Path(args.out_dir), half=not args.float32)
-    size = sum(p.stat().st_size for p in Path(args.out_dir).rglob("*") if p.is_file())
-    print(f"exported {ckpt} ({size / 1e6:.1f} MB)")
+    run_dir = resolve_run_dir(args.run_dir)
+    if args.format == "ctranslate2":
+        from heedful.export_ct2 import export_ctranslate2
+
+        out = export_ctranslate2(run_dir, Path(args.out_dir), args.quantization)
+    else:
+        export_run(run_dir, Path(args.out_dir), half=not args.float32)
+        out = Path(args.out_dir)
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    print(f"exported {run_dir} to {out} ({args.format}, {size / 1e6:.1f} MB)")
     return 0
 
 

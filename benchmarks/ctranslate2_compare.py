@@ -1,0 +1,70 @@
+"""heedful vs its CTranslate2 export on the bible-es-en test set: greedy agreement and speed.
+
+    python benchmarks/ctranslate2_compare.py RUN_DIR [--threads 2] [--limit N]
+
+Exports the (Transformer) run to CTranslate2 in a temporary directory, translates the test
+set greedily with both (the same per-sentence output cap), and prints JSON: the share of
+identical outputs, each one's sentences/s and BLEU, and the speed ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--limit", type=int, default=None)
+    args = parser.parse_args()
+    import ctranslate2
+
+    from heedful.data import load_split
+    from heedful.evaluate import score_corpus
+    from heedful.export_ct2 import ct2_source_tokens, export_ctranslate2
+    from heedful.translator import Translator, resolve_run_dir
+
+    torch.set_num_threads(args.threads)
+    translator = Translator.from_checkpoint(args.run_dir)
+    test = load_split(translator.config.data, "test")
+    assert test is not None
+    src, ref = test.src[: args.limit], test.tgt[: args.limit]
+    start = time.perf_counter()
+    ours = [r.text for r in translator.translate(src, beam_size=1)]
+    ours_s = time.perf_counter() - start
+    opts = translator.decode_options()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = export_ctranslate2(resolve_run_dir(args.run_dir), Path(tmp) / "ct2")
+        engine = ctranslate2.Translator(str(out), device="cpu", intra_threads=args.threads)
+        tokens = ct2_source_tokens(translator.tokenizer, src)
+        # group sentences by their output cap so each batch shares heedful's per-sentence cap
+        caps = [int(opts.max_len_a * (len(t) - 1)) + opts.max_len_b for t in tokens]
+        theirs = [""] * len(src)
+        start = time.perf_counter()
+        for cap in sorted(set(caps)):
+            idx = [i for i, c in enumerate(caps) if c == cap]
+            results = engine.translate_batch([tokens[i] for i in idx], beam_size=1,
+                                             max_decoding_length=cap, max_batch_size=64)
+            for i, r in zip(idx, results, strict=True):
+                theirs[i] = translator.tokenizer.tgt.decode(r.hypotheses[0])
+        ct2_s = time.perf_counter() - start
+    report = {
+        "run": args.run_dir, "sentences": len(src), "threads": args.threads,
+        "agreement": round(sum(a == b for a, b in zip(ours, theirs, strict=True)) / len(src), 4),
+        "heedful_sentences_per_s": round(len(src) / ours_s, 1),
+        "ctranslate2_sentences_per_s": round(len(src) / ct2_s, 1),
+        "speed_ratio_ct2_over_heedful": round(ours_s / ct2_s, 2),
+        "heedful_bleu": score_corpus(ours, ref).bleu, "ctranslate2_bleu": score_corpus(theirs, ref).bleu,
+    }
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
