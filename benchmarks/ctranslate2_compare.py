@@ -61,7 +61,8 @@ def main() -> None:
         "heedful_sentences_per_s": round(len(src) / ours_s, 1),
         "ctranslate2_sentences_per_s": round(len(src) / ct2_s, 1),
         "speed_ratio_ct2_over_heedful": round(ours_s / ct2_s, 2),
-        "heedful_bleu": score_corpus(ours, ref).bleu, "ctranslate2_bleu": score_corpus(theirs, ref).bleu,
+        "heedful_bleu": score_corpus(ours, ref).bleu,
+        "ctranslate2_bleu": score_corpus(theirs, ref).bleu,
     }
     print(json.dumps(report))
 
