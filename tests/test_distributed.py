@@ -72,3 +72,29 @@ def test_distributed_resume_with_accumulation(tmp_path: Path) -> None:
     assert find_checkpoint(ddp, "latest").name == "step-00000003"
     _torchrun(ddp, "train.max_steps=6", "--resume")
     _assert_same(single, ddp)
+
+
+def test_bf16_autocast_trains_on_cpu_and_fp16_needs_a_gpu(tmp_path: Path, capsys) -> None:
+    run = tmp_path / "bf16"
+    assert main(["train", *_data(), *TINY, "train.precision=bf16", "train.max_steps=3",
+                 "--run-dir", str(run), "--no-progress"]) == 0
+    weights = _weights(run)
+    assert all(w.dtype == torch.float32 for w in weights.values())  # master weights stay fp32
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    capsys.readouterr()
+    if not torch.cuda.is_available():
+        assert main(["train", *_data(), *TINY, "train.precision=fp16", "train.max_steps=1",
+                     "--run-dir", str(tmp_path / "fp16"), "--no-progress"]) == 2
+        assert "train.precision: fp16 needs a CUDA GPU" in capsys.readouterr().err
+
+
+def test_time_budget_counts_over_resumes(tmp_path: Path) -> None:
+    from heedful.config import load_config
+    from heedful.train import train
+
+    cfg = load_config(None, [*_data(), *TINY, "train.max_minutes=0.02", "train.valid_every=1000"])
+    first = train(cfg, tmp_path / "run", progress=False)
+    assert first.stopped_because == "time budget" and first.steps > 0
+    again = train(cfg, tmp_path / "run", resume=True, progress=False)
+    assert again.steps == first.steps  # the budget was spent: not one more step
+    assert again.stopped_because == "time budget"
