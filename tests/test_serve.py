@@ -243,3 +243,28 @@ def test_browser_translates_and_shows_attention(server: str, tmp_path: Path) -> 
         browser.close()
     assert requests_outside == []
     assert (shot_dir / "serve_screenshot.png").stat().st_size > 10_000
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium here (apt-get install -y chromium)")
+def test_html_export_opens_offline_in_a_browser(translator: Translator, tmp_path: Path) -> None:
+    """`heedful attention --html`'s page, opened from disk: no request leaves the file, and
+    hovering a target token highlights source tokens."""
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
+    from heedful.viz import attention_html
+
+    r = translator.translate([SENTENCE], return_attention=True, beam_size=1)[0]
+    assert r.attention is not None
+    page_path = attention_html(r.attention.numpy(), r.src_pieces, r.tgt_pieces,
+                               tmp_path / "attention.html", title=r.text)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox"])
+        page = browser.new_page()
+        requests: list[str] = []
+        page.on("request", lambda req: requests.append(req.url))
+        page.goto(page_path.as_uri())
+        page.wait_for_selector("#heat td")
+        page.hover("th.tgt >> nth=0")
+        assert page.locator("th.src.hl").count() >= 1
+        browser.close()
+    assert requests == [page_path.as_uri()]  # the page itself, nothing else
