@@ -99,12 +99,16 @@ def _check_safetensors(path: Path) -> None:
             head = f.read(9)
     except FileNotFoundError:
         raise CheckpointError(f"{path} is missing") from None
+    # safetensors: an 8-byte little-endian header length, then the JSON header. Check that
+    # shape first: the length's low byte may itself be 0x80, pickle's first byte.
+    header_len = int.from_bytes(head[:8], "little") if len(head) >= 8 else 0
+    if len(head) == 9 and head[8:9] == b"{" and 0 < header_len <= path.stat().st_size - 8:
+        return
     if head[:1] == b"\x80" or head[:2] == b"PK":
         raise CheckpointError(
             f"{path} is a pickle / torch.save file, not safetensors; heedful never unpickles "
             "(loading a pickle can run arbitrary code)")
-    if len(head) < 9 or head[8:9] != b"{":
-        raise CheckpointError(f"{path} is not a safetensors file (truncated or altered)")
+    raise CheckpointError(f"{path} is not a safetensors file (truncated or altered)")
 
 
 def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

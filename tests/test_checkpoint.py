@@ -102,3 +102,21 @@ def test_pickle_payload_is_refused_and_never_runs(tmp_path: Path) -> None:
 def test_run_dir_without_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="has no checkpoint .* train a model first"):
         find_checkpoint(tmp_path)
+
+
+def test_safetensors_whose_header_length_starts_like_a_pickle_loads(tmp_path: Path) -> None:
+    """A header of 0x...80 bytes makes the file's first byte 0x80, pickle's first opcode —
+    a real checkpoint once tripped over this; the safetensors shape is checked first."""
+    import torch
+    from safetensors.torch import save_file
+
+    from heedful.checkpoint import read_tensors
+
+    path = tmp_path / "model.safetensors"
+    for pad in range(300):
+        save_file({"w": torch.ones(2)}, str(path), metadata={"pad": "x" * pad})
+        if path.read_bytes()[0] == 0x80:
+            break
+    assert path.read_bytes()[0] == 0x80
+    tensors, metadata = read_tensors(path)
+    assert torch.equal(tensors["w"], torch.ones(2)) and "pad" in metadata
