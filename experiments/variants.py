@@ -196,7 +196,10 @@ def write_table(rows: list[dict[str, Any]], minutes: float) -> None:
             f"{r['train_tokens_per_s_1thread']:,} | {r['beam5_sentences_per_s']:.1f} | "
             f"{r['beam5_tokens_per_s']:,} |")
     if rows:
-        lines += ["", f"BLEU signature: `{rows[0]['bleu_signature']}`"]
+        lines += ["", f"BLEU signature: `{rows[0]['bleu_signature']}`", "",
+                  "What the figures say, and which variant stays the default: README, section "
+                  "\"Comparing attention variants\". Length curves: "
+                  "[length_curve.md](length_curve.md); alignment: [alignment.md](alignment.md)."]
     (DOCS / "variants.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {DOCS / 'variants.md'}")
 
