@@ -28,6 +28,14 @@ def _add_decode_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-len-a", type=float, dest="max_len_a")
     g.add_argument("--max-len-b", type=int, dest="max_len_b")
     g.add_argument("--batch-size", type=int, dest="batch_size")
+    g.add_argument("--sample", action="store_const", const=True, default=None,
+                   help="sample tokens (with --temperature, --top-k, --top-p, --seed)")
+    g.add_argument("--temperature", type=float)
+    g.add_argument("--top-k", type=int, dest="top_k")
+    g.add_argument("--top-p", type=float, dest="top_p")
+    g.add_argument("--repetition-penalty", type=float, dest="repetition_penalty")
+    g.add_argument("--no-repeat-ngram-size", type=int, dest="no_repeat_ngram_size")
+    g.add_argument("--seed", type=int)
 
 
 def _add_align_options(p: argparse.ArgumentParser) -> None:
@@ -73,7 +81,9 @@ def _align_settings(args: argparse.Namespace, run_dir: Path) -> Any:
 
 
 def _decode_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("beam_size", "n_best", "length_penalty", "max_len_a", "max_len_b", "batch_size")
+    keys = ("beam_size", "n_best", "length_penalty", "max_len_a", "max_len_b", "batch_size",
+            "sample", "temperature", "top_k", "top_p", "repetition_penalty",
+            "no_repeat_ngram_size", "seed")
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 

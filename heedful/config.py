@@ -155,6 +155,29 @@ class DecodeConfig(_Strict):
     n_best: int = Field(1, gt=0)
     batch_size: int = Field(64, gt=0)
     """Sentences per decoding batch."""
+    sample: bool = False
+    """Draw each token at random (temperature, top_k, top_p) instead of greedy/beam search."""
+    temperature: float = Field(1.0, gt=0)
+    top_k: int = Field(0, ge=0)
+    """Sample among the k most likely tokens only (0 = all)."""
+    top_p: float = Field(1.0, gt=0, le=1)
+    """Sample from the smallest set of most likely tokens whose mass reaches p (nucleus)."""
+    repetition_penalty: float = Field(1.0, gt=0)
+    """> 1 makes already generated tokens less likely (CTRL); greedy search and sampling."""
+    no_repeat_ngram_size: int = Field(0, ge=0)
+    """Never repeat an n-gram of this size (0 = off); greedy search and sampling."""
+    seed: int = 0
+    """Seed of the sampler: the same input, options and seed give the same output."""
+
+    @model_validator(mode="after")
+    def _check_search(self) -> DecodeConfig:
+        if self.sample and self.n_best > 1:
+            raise ValueError("decode.n_best must be 1 with decode.sample: true")
+        repeats = self.repetition_penalty != 1.0 or self.no_repeat_ngram_size > 0
+        if repeats and not self.sample and self.beam_size > 1:
+            raise ValueError("decode.repetition_penalty and decode.no_repeat_ngram_size apply "
+                             "to greedy search (beam_size: 1) and to sampling (sample: true)")
+        return self
 
 
 class Config(_Strict):

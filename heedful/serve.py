@@ -26,9 +26,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from heedful.config import ConfigError
 from heedful.translator import Translation, Translator
 
 ASSETS = Path(__file__).parent / "assets"
+DECODE_FIELDS = ("beam_size", "n_best", "length_penalty", "max_len_a", "max_len_b", "sample",
+                 "temperature", "top_k", "top_p", "repetition_penalty", "no_repeat_ngram_size",
+                 "seed")
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,13 @@ class TranslateRequest(BaseModel):
     length_penalty: float | None = Field(None, ge=0)
     max_len_a: float | None = Field(None, gt=0)
     max_len_b: int | None = Field(None, ge=0)
+    sample: bool | None = None
+    temperature: float | None = Field(None, gt=0)
+    top_k: int | None = Field(None, ge=0)
+    top_p: float | None = Field(None, gt=0, le=1)
+    repetition_penalty: float | None = Field(None, gt=0)
+    no_repeat_ngram_size: int | None = Field(None, ge=0)
+    seed: int | None = None
     return_attention: bool = False
 
 
@@ -265,10 +276,11 @@ def create_app(models: dict[str, Translator], settings: ServeSettings | None = N
     async def translate(body: TranslateRequest) -> TranslateResponse:
         worker = _pick(workers, body.model)
         _check_limits(body, settings)
-        opts = {k: getattr(body, k) for k in ("beam_size", "n_best", "length_penalty",
-                                              "max_len_a", "max_len_b")
-                if getattr(body, k) is not None}
-        decode = worker.translator.decode_options(**opts)
+        opts = {k: getattr(body, k) for k in DECODE_FIELDS if getattr(body, k) is not None}
+        try:
+            decode = worker.translator.decode_options(**opts)
+        except ConfigError as err:  # e.g. options that cannot go together
+            raise ServeError(422, str(err)) from None
         if decode.n_best > decode.beam_size:
             raise ServeError(422, f"n_best ({decode.n_best}) cannot exceed beam_size "
                                   f"({decode.beam_size})")

@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from pydantic import ValidationError
 from torch import Tensor
 
 from heedful.checkpoint import CheckpointError, find_checkpoint, load_model_weights
-from heedful.config import Config, DecodeConfig, load_config
+from heedful.config import Config, ConfigError, DecodeConfig, load_config
 from heedful.data import pad
 from heedful.decoding import Hypothesis, beam_search, greedy_search, max_lengths
 from heedful.model import Model, build_model
@@ -109,7 +110,13 @@ class Translator:
     def decode_options(self, **overrides: object) -> DecodeConfig:
         """The run's decode config with non-None overrides applied (validated)."""
         updates = {k: v for k, v in overrides.items() if v is not None}
-        return DecodeConfig.model_validate({**self.config.decode.model_dump(), **updates})
+        try:
+            return DecodeConfig.model_validate({**self.config.decode.model_dump(), **updates})
+        except ValidationError as err:
+            problems = "; ".join(
+                f"{'.'.join(str(x) for x in e['loc']) or 'decode'}: {e['msg']}"
+                for e in err.errors())
+            raise ConfigError(f"invalid decoding options: {problems}") from None
 
     def translate(self, lines: Sequence[str], return_attention: bool = False,
                   progress: bool = False, **decode_overrides: object) -> list[Translation]:
@@ -121,13 +128,16 @@ class Translator:
         order = sorted((i for i, line in enumerate(lines) if line.strip()),
                        key=lambda i: -len(src_ids[i]))
         batches = [order[s : s + opts.batch_size] for s in range(0, len(order), opts.batch_size)]
+        # one seeded generator per call: the same lines, options and seed, the same samples
+        generator = torch.Generator().manual_seed(opts.seed) if opts.sample else None
         bar = None
         if progress:
             from tqdm import tqdm
 
             bar = tqdm(total=len(order), unit="sent", desc="translate", leave=False)
         for batch in batches:
-            hyps = self._decode_batch([src_ids[i] for i in batch], opts, return_attention)
+            hyps = self._decode_batch([src_ids[i] for i in batch], opts, return_attention,
+                                      generator)
             for i, nbest in zip(batch, hyps, strict=True):
                 results[i] = self._to_translation(src_ids[i], nbest)
             if bar is not None:
@@ -136,8 +146,8 @@ class Translator:
             bar.close()
         return [r if r is not None else Translation("", 0.0) for r in results]
 
-    def _decode_batch(self, src: list[list[int]], opts: DecodeConfig, return_attention: bool
-                      ) -> list[list[Hypothesis]]:
+    def _decode_batch(self, src: list[list[int]], opts: DecodeConfig, return_attention: bool,
+                      generator: torch.Generator | None = None) -> list[list[Hypothesis]]:
         src_t, src_mask = pad(src, PAD_ID)
         caps = max_lengths(src_mask, opts.max_len_a, opts.max_len_b)
         caps = caps.clamp(max=self.config.model.max_positions)  # the Transformer's limit
@@ -146,6 +156,14 @@ class Translator:
             src_t, src_mask, caps = src_t.to(device), src_mask.to(device), caps.to(device)
         # torch.device(...) as a context: the tensors decoding creates land on the model's device
         with torch.inference_mode(), torch.device(device):
+            repeats = opts.repetition_penalty != 1.0 or opts.no_repeat_ngram_size > 0
+            if opts.sample or repeats:
+                from heedful.sampling import SamplingOptions, sample_search
+
+                sampling = SamplingOptions(opts.temperature, opts.top_k, opts.top_p,
+                                           opts.repetition_penalty, opts.no_repeat_ngram_size)
+                return sample_search(self.model, src_t, src_mask, caps, sampling, generator,
+                                     sample=opts.sample, return_attention=return_attention)
             if opts.beam_size == 1 and opts.n_best == 1:
                 return greedy_search(self.model, src_t, src_mask, caps, return_attention)
             return beam_search(self.model, src_t, src_mask, caps, opts.beam_size,

@@ -62,6 +62,14 @@ def test_translate_matches_the_python_api(client: TestClient, translator: Transl
     assert body["translations"][2]["translation"] == ""
 
 
+def test_translate_by_sampling_is_seeded(client: TestClient) -> None:
+    body = {"texts": [SENTENCE] * 3, "sample": True, "temperature": 1.3, "top_p": 0.9,
+            "seed": 5}
+    first = client.post("/translate", json=body).json()["translations"]
+    again = client.post("/translate", json=body).json()["translations"]
+    assert [t["translation"] for t in first] == [t["translation"] for t in again]
+
+
 def test_translate_with_attention(client: TestClient) -> None:
     res = client.post("/translate", json={"texts": [SENTENCE], "return_attention": True,
                                           "beam_size": 1})
@@ -102,6 +110,9 @@ def test_page_and_docs_need_no_network(client: TestClient) -> None:
     ({"texts": [SENTENCE], "beam_size": 2, "n_best": 3}, 422,
      "n_best (3) cannot exceed beam_size (2)"),
     ({"texts": [SENTENCE], "model": "nope"}, 404, "model: no model named 'nope'"),
+    ({"texts": [SENTENCE], "beam_size": 5, "repetition_penalty": 1.3}, 422,
+     "apply to greedy search (beam_size: 1) and to sampling"),
+    ({"texts": [SENTENCE], "top_p": 1.5}, 422, "top_p: Input should be less than or equal"),
 ])
 def test_errors_name_the_field(client: TestClient, body, status: int, message: str) -> None:
     res = client.post("/translate", json=body)

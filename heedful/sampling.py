@@ -1,0 +1,148 @@
+"""Decoding for open-ended generation: sampling with temperature, top-k and top-p (nucleus),
+plus the repetition controls that also apply to greedy search.
+
+Per step, on the model's log-probabilities (R rows, V tokens):
+
+1. repetition penalty (Keskar et al. 2019, CTRL): tokens already generated in the row get
+   their log-probability multiplied by ``repetition_penalty`` (> 1 makes them less likely;
+   log-probabilities are negative, so this is CTRL's division of a positive logit);
+2. no-repeat-n-gram blocking: a token that would complete an n-gram the row already
+   contains gets probability 0;
+3. (sampling only) temperature, then top-k (keep the k most likely), then top-p (keep the
+   smallest set of most likely tokens whose probability reaches p), renormalise and draw
+   from a seeded ``torch.Generator``.
+
+With top-k = 1 sampling *is* greedy search (tested).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from heedful.decoding import Decodable, Hypothesis
+from heedful.tokenizer import BOS_ID, EOS_ID
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    temperature: float = 1.0
+    top_k: int = 0  # 0 = no top-k cut
+    top_p: float = 1.0  # 1.0 = no nucleus cut
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+
+
+def penalize_repeats(log_probs: Tensor, history: Sequence[Sequence[int]], penalty: float
+                     ) -> Tensor:
+    """log_probs (R, V); tokens in each row's history are scaled by ``penalty``."""
+    if penalty == 1.0:
+        return log_probs
+    out = log_probs.clone()
+    for r, seen in enumerate(history):
+        if seen:
+            idx = torch.tensor(sorted(set(seen)), device=log_probs.device)
+            out[r, idx] = out[r, idx] * penalty
+    return out
+
+
+def block_ngrams(log_probs: Tensor, history: Sequence[Sequence[int]], n: int) -> Tensor:
+    """Ban (-inf) each token that would repeat an n-gram already in the row's history."""
+    if n <= 0:
+        return log_probs
+    out = log_probs
+    for r, seen in enumerate(history):
+        if len(seen) < n:
+            continue
+        prefix = tuple(seen[len(seen) - n + 1 :]) if n > 1 else ()
+        banned = {seen[i + n - 1] for i in range(len(seen) - n + 1)
+                  if tuple(seen[i : i + n - 1]) == prefix}
+        if banned:
+            if out is log_probs:
+                out = log_probs.clone()
+            out[r, sorted(banned)] = float("-inf")
+    return out
+
+
+def filter_top_k_top_p(logits: Tensor, top_k: int = 0, top_p: float = 1.0) -> Tensor:
+    """logits (R, V) with everything outside the top-k and the top-p nucleus set to -inf.
+
+    The nucleus is the smallest set of most likely tokens whose probability mass reaches
+    ``top_p`` (the token that crosses the threshold is kept).
+    """
+    out = logits
+    if top_k > 0 and top_k < logits.size(-1):
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        out = out.masked_fill(out < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = out.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        before = probs.cumsum(-1) - probs  # mass of the strictly more likely tokens
+        drop_sorted = before >= top_p  # already reached p without this token
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        out = out.masked_fill(drop, float("-inf"))
+    return out
+
+
+def adjust(log_probs: Tensor, history: Sequence[Sequence[int]], opts: SamplingOptions
+           ) -> Tensor:
+    """Steps 1-2 of the module doc, renormalised."""
+    lp = penalize_repeats(log_probs, history, opts.repetition_penalty)
+    lp = block_ngrams(lp, history, opts.no_repeat_ngram_size)
+    if lp is log_probs:
+        return lp
+    return torch.log_softmax(lp, -1)
+
+
+@torch.inference_mode()
+def sample_search(model: Decodable, src: Tensor, src_mask: Tensor, max_len: Tensor,
+                  opts: SamplingOptions, generator: torch.Generator | None = None,
+                  sample: bool = True, return_attention: bool = False
+                  ) -> list[list[Hypothesis]]:
+    """Sampling (or, with ``sample=False``, greedy search with the repetition controls).
+
+    Scores are the (adjusted) model log-probabilities of the chosen tokens, before
+    temperature and the top-k/top-p cuts.
+    """
+    n = src.size(0)
+    state = model.init_state(model.encode(src, src_mask))
+    src_lens = src_mask.sum(1).tolist()
+    rows = list(range(n))
+    prev = torch.full((n,), BOS_ID, dtype=torch.long)
+    tokens: list[list[int]] = [[] for _ in range(n)]
+    scores: list[list[float]] = [[] for _ in range(n)]
+    attns: list[list[Tensor]] = [[] for _ in range(n)]
+    caps = max_len.tolist()
+    for t in range(int(max_len.max())):
+        logp, state, attn = model.step(prev, state, return_attention)
+        logp = adjust(logp, [tokens[s] for s in rows], opts)
+        if sample:
+            logits = filter_top_k_top_p(logp / opts.temperature, opts.top_k, opts.top_p)
+            tok = torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
+        else:
+            tok = logp.argmax(-1)
+        chosen = logp.gather(1, tok.unsqueeze(1)).squeeze(1).tolist()
+        tok_list = tok.tolist()
+        keep = []
+        for r, sent in enumerate(rows):
+            tokens[sent].append(tok_list[r])
+            scores[sent].append(chosen[r])
+            if attn is not None:
+                attns[sent].append(attn[r, :, :, : src_lens[sent]])
+            keep.append(not (tok_list[r] == EOS_ID or t + 1 >= int(caps[sent])))
+        if not any(keep):
+            break
+        if not all(keep):
+            idx = torch.tensor([r for r, k in enumerate(keep) if k])
+            state, tok = state.select(idx), tok[idx]
+            rows = [s for s, k in zip(rows, keep, strict=True) if k]
+        prev = tok
+    out = []
+    for sent in range(n):
+        total = sum(scores[sent])
+        out.append([Hypothesis(tokens[sent], total, total, scores[sent],
+                               torch.stack(attns[sent]) if attns[sent] else None)])
+    return out
