@@ -305,6 +305,19 @@ def newest_intact(run_dir: Path) -> tuple[Path | None, list[str]]:
     return None, problems
 
 
+def _start_run_dir(run_dir: Path, out_dir: Path) -> None:
+    """A new run directory holding ``run_dir``'s config and tokenizer (refuses to mix into
+    a non-empty one)."""
+    from heedful.tokenizer import Tokenizer
+
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise CheckpointError(f"{out_dir} exists and is not empty")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(run_dir / "config.yaml", out_dir / "config.yaml")
+    for f in Tokenizer.files(run_dir):
+        shutil.copy(f, out_dir / f.name)
+
+
 def export_run(run_dir: Path, out_dir: Path, half: bool = True) -> Path:
     """Copy a run's best checkpoint into a new self-contained run directory for inference:
     config, tokenizer, weights (fp16 if ``half``), no optimizer."""
@@ -322,12 +335,7 @@ def export_run(run_dir: Path, out_dir: Path, half: bool = True) -> Path:
                             ("step", "epoch", "best_score", "best_step", "train_seconds")
                             if k in state}
     keep["exported_from"] = str(run_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise CheckpointError(f"{out_dir} exists and is not empty")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copy(run_dir / "config.yaml", out_dir / "config.yaml")
-    for f in Tokenizer.files(run_dir):
-        shutil.copy(f, out_dir / f.name)
+    _start_run_dir(run_dir, out_dir)
     return save_checkpoint(out_dir, int(state.get("step", 0)), model, keep, None, keep_last=1,
                            is_best=True, half=half)
 
@@ -372,12 +380,7 @@ def average_run(run_dir: Path, out_dir: Path, last: int, half: bool = False) -> 
     tokenizer = Tokenizer.load(run_dir)
     model = build_model(config.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
     model.load_state_dict(averaged)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise CheckpointError(f"{out_dir} exists and is not empty")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copy(run_dir / "config.yaml", out_dir / "config.yaml")
-    for f in Tokenizer.files(run_dir):
-        shutil.copy(f, out_dir / f.name)
+    _start_run_dir(run_dir, out_dir)
     last_state = verify_checkpoint(chosen[-1])
     step = int(last_state.get("step", 0))
     state = {"step": step, "averaged_from": str(run_dir),

@@ -107,11 +107,17 @@ def greedy_search(model: Decodable, src: Tensor, src_mask: Tensor, max_len: Tens
             idx = keep.nonzero().squeeze(1)
             state, rows, tok = state.select(idx), rows[idx], tok[idx]
         prev = tok
+    return single_hypotheses(tokens, scores, attns)
+
+
+def single_hypotheses(tokens: list[list[int]], scores: list[list[float]],
+                      attns: list[list[Tensor]]) -> list[list[Hypothesis]]:
+    """One hypothesis per sentence from per-step tokens, log-probs and attention rows (the
+    searches that keep one candidate: greedy and sampling)."""
     out = []
-    for sent in range(n):
-        total = sum(scores[sent])
-        out.append([Hypothesis(tokens[sent], total, total, scores[sent],
-                               torch.stack(attns[sent]) if attns[sent] else None)])
+    for toks, lps, rows in zip(tokens, scores, attns, strict=True):
+        total = sum(lps)
+        out.append([Hypothesis(toks, total, total, lps, torch.stack(rows) if rows else None)])
     return out
 
 

@@ -123,12 +123,9 @@ def format_table(buckets: Sequence[Bucket], title: str | None = None) -> str:
 def plot_by_length(curves: dict[str, Sequence[Bucket]], path: str | Path,
                    metric: str = "bleu", title: str | None = None) -> Path:
     """One line per run: ``metric`` per bucket with its 95% interval as a band."""
-    import matplotlib
+    from heedful.viz import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    fig, ax = pyplot().subplots(figsize=(7, 4.2), dpi=110)
     labels: list[str] = []
     for name, buckets in curves.items():
         labels = [b.label for b in buckets]
@@ -148,9 +145,4 @@ def plot_by_length(curves: dict[str, Sequence[Bucket]], path: str | Path,
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from heedful.decoding import Decodable, Hypothesis
+from heedful.decoding import Decodable, Hypothesis, single_hypotheses
 from heedful.tokenizer import BOS_ID, EOS_ID
 
 
@@ -140,9 +140,4 @@ def sample_search(model: Decodable, src: Tensor, src_mask: Tensor, max_len: Tens
             state, tok = state.select(idx), tok[idx]
             rows = [s for s, k in zip(rows, keep, strict=True) if k]
         prev = tok
-    out = []
-    for sent in range(n):
-        total = sum(scores[sent])
-        out.append([Hypothesis(tokens[sent], total, total, scores[sent],
-                               torch.stack(attns[sent]) if attns[sent] else None)])
-    return out
+    return single_hypotheses(tokens, scores, attns)

@@ -12,11 +12,7 @@ import numpy as np
 def plot_attention(weights: np.ndarray, src_labels: Sequence[str], tgt_labels: Sequence[str],
                    path: str | Path, title: str | None = None) -> Path:
     """Save a heatmap of weights (T_out, S): source subwords on x, generated subwords on y."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     weights = np.asarray(weights, dtype=float)
     if weights.shape != (len(tgt_labels), len(src_labels)):
         raise ValueError(f"weights {weights.shape} do not match labels "
@@ -35,21 +31,26 @@ def plot_attention(weights: np.ndarray, src_labels: Sequence[str], tgt_labels: S
     if title:
         ax.set_title(title, fontsize=10)
     fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label="attention weight")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Lay out, write (creating the folder) and close a matplotlib figure."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    pyplot().close(fig)
+    return path
 
 
 def plot_attention_grid(weights: np.ndarray, src_labels: Sequence[str],
@@ -59,7 +60,7 @@ def plot_attention_grid(weights: np.ndarray, src_labels: Sequence[str],
 
     weights: (T_out, L, H, S) — rows are layers, columns heads; each panel is (T_out, S).
     """
-    plt = _pyplot()
+    plt = pyplot()
     weights = np.asarray(weights, dtype=float)
     if weights.ndim != 4 or weights.shape[0] != len(tgt_labels) or \
             weights.shape[3] != len(src_labels):
@@ -83,12 +84,7 @@ def plot_attention_grid(weights: np.ndarray, src_labels: Sequence[str],
             ax.set_yticklabels(tgt_labels if head == 0 else [], fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_alignment(weights: np.ndarray, src_words: Sequence[str], tgt_words: Sequence[str],
@@ -101,7 +97,7 @@ def plot_alignment(weights: np.ndarray, src_words: Sequence[str], tgt_words: Seq
     Links are (source, target) word indices: predicted links as white dots, gold sure links
     as red squares, gold possible-only links as orange dashed squares.
     """
-    plt = _pyplot()
+    plt = pyplot()
     weights = np.asarray(weights, dtype=float)
     if weights.shape != (len(tgt_words), len(src_words)):
         raise ValueError(f"weights {weights.shape} do not match {len(tgt_words)} target x "
@@ -129,12 +125,7 @@ def plot_alignment(weights: np.ndarray, src_words: Sequence[str], tgt_words: Seq
     ax.set_xlabel("source words (red: gold sure link, orange dashed: possible; dots: predicted)")
     if title:
         ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 _HTML_TEMPLATE = Path(__file__).parent / "assets" / "attention.html"
