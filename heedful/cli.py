@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ref")
     p.add_argument("--hyp-output", help="also write the translations here")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--rouge", action="store_true",
+                   help="also ROUGE-1/2/L F1 (summarization; needs rouge-score)")
     g = p.add_argument_group("quality by source length")
     g.add_argument("--by-length", action="store_true",
                    help="BLEU/chrF per source-length bucket with 95%% bootstrap intervals")
@@ -331,9 +333,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     report: dict[str, Any] = {
         **scores.as_dict(), "beam_size": opts.beam_size, "decode_seconds": round(seconds, 2),
         "sentences_per_second": round(len(src) / seconds, 2)}
+    if args.rouge:
+        from heedful.evaluate import score_rouge
+
+        report["rouge"] = score_rouge(hyps, ref)
     if not args.json:
         print(f"BLEU  {scores.bleu:6.2f}   {scores.bleu_signature}")
         print(f"chrF  {scores.chrf:6.2f}   {scores.chrf_signature}")
+        if args.rouge:
+            r = report["rouge"]
+            print(f"ROUGE-1 {r['rouge1']:.2f}  ROUGE-2 {r['rouge2']:.2f}  ROUGE-L "
+                  f"{r['rougeL']:.2f}   (F1 x 100, rouge-score, stemmed)")
         print(f"{len(src)} sentences, beam {opts.beam_size}, {seconds:.1f} s "
               f"({report['sentences_per_second']} sent/s)")
     if args.by_length:
