@@ -327,6 +327,7 @@ def _train_on(ctx: distributed.DistContext, cfg: Config, run_dir: Path, resume: 
                 if tc.max_minutes else None)
     bar = _progress(tc, state["step"], state["train_seconds"], progress)
     bar_clock = [time.monotonic()]
+    bar_postfix: dict[str, str] = {}
     if ctx.is_main:
         _clean_crash_leftovers(run_dir)
     metrics_path = run_dir / ("metrics.jsonl" if ctx.is_main else f"metrics.rank{ctx.rank}.jsonl")
@@ -436,7 +437,9 @@ def _train_on(ctx: distributed.DistContext, cfg: Config, run_dir: Path, resume: 
                     now = time.monotonic()
                     bar.update(min(now - bar_clock[0], bar.total - bar.n))
                     bar_clock[0] = now
-                    bar.set_postfix_str(f"step {state['step']}", refresh=False)
+                    # keep the last window's loss/tok/s in view while the step advances
+                    bar_postfix["step"] = str(state["step"])
+                    bar.set_postfix(bar_postfix, refresh=False)
                 else:
                     bar.update(1)
             if state["step"] % tc.log_every == 0:
@@ -448,6 +451,8 @@ def _train_on(ctx: distributed.DistContext, cfg: Config, run_dir: Path, resume: 
                 if deadline is not None:
                     postfix["left"] = f"{max(deadline - time.monotonic(), 0) / 60:.1f}m"
                 if bar is not None:
+                    bar_postfix.clear()
+                    bar_postfix.update(postfix)
                     bar.set_postfix(postfix)
                 log.info("step %d epoch %d loss %.4f tok/s %.0f lr %.2e", state["step"],
                          stream.epoch, avg, rate, lr)
