@@ -89,6 +89,13 @@ class ModelConfig(_Strict):
     """Window half-width D (the window is 2D + 1 positions); required for ``local`` only."""
     coverage_loss_weight: float | None = Field(None, ge=0)
     """Weight of the coverage loss (See et al. used 1.0); required for ``coverage`` only."""
+    coverage_loss_from_step: int = Field(0, ge=0)
+    """The coverage loss joins after this many updates (See et al. added it only for a short
+    final phase: from the first step it keeps the model from learning to attend at all)."""
+    copy_attention: bool = False
+    """Pointer-generator copy mechanism (See et al. 2017; RNN only): mix the vocabulary
+    distribution with the attention over source tokens, so source pieces, even ones the target
+    vocabulary lacks, can be copied."""
     input_feeding: bool = True
     """Feed the attentional hidden state back as input (Luong 2015); off = faster."""
     tie_output: bool = False
@@ -223,6 +230,14 @@ def _check_cross_fields(cfg: Config) -> None:
         if m.attention != kind and value is not None:
             raise ValueError(f"model.{key} applies only to attention: {kind} "
                              f"(attention is {m.attention!r}); remove it")
+    if m.copy_attention and m.arch != "rnn":
+        raise ValueError("model.copy_attention (the pointer-generator) is implemented for "
+                         "model.arch: rnn")
+    if m.copy_attention and m.attention == "none":
+        raise ValueError("model.copy_attention needs attention (it copies through the attention "
+                         "weights); attention is 'none'")
+    if m.coverage_loss_from_step and m.attention != "coverage":
+        raise ValueError("model.coverage_loss_from_step applies only to attention: coverage")
     if m.arch == "transformer":
         if m.attention != "multihead":
             raise ValueError("model.arch: transformer needs model.attention: multihead "

@@ -12,54 +12,88 @@ and, for training, ``forward(src, src_mask, tgt_in) -> logits (B, T, V)``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
 
 from heedful.attention import build_attention
 from heedful.config import ModelConfig
+from heedful.copy import PointerGenerator, extend_source
 from heedful.decoding import StepFromDecode
 from heedful.rnn import RNNDecoder, RNNDecoderState, RNNEncoder
-from heedful.tokenizer import PAD_ID
+from heedful.tokenizer import PAD_ID, UNK_ID
 from heedful.transformer import TransformerSeq2Seq
 
 
 @dataclass
 class EncoderOutput:
-    """memory: (B, S, D) encoder states; src_mask: (B, S); final_h/final_c: (B, D) or None."""
+    """memory: (B, S, D) encoder states; src_mask: (B, S); final_h/final_c: (B, D) or None;
+    copy_ids: (B, S) source ids in the extended target vocabulary and oov_src_ids
+    (num_extra,) the source ids behind the extra ids (copy mechanism only)."""
 
     memory: Tensor
     src_mask: Tensor
     final_h: Tensor
     final_c: Tensor | None
+    copy_ids: Tensor | None = None
+    oov_src_ids: Tensor | None = None
 
 
 class Seq2Seq(StepFromDecode, nn.Module):
     """The attention encoder-decoder. Modules are injected; see :func:`build_model`."""
 
     def __init__(self, src_embed: nn.Embedding, tgt_embed: nn.Embedding, encoder: RNNEncoder,
-                 decoder: RNNDecoder, output: nn.Linear, dropout: float) -> None:
+                 decoder: RNNDecoder, output: nn.Linear, dropout: float,
+                 copy: PointerGenerator | None = None,
+                 src_to_tgt: Sequence[int] | None = None) -> None:
         super().__init__()
         self.src_embed, self.tgt_embed = src_embed, tgt_embed
         self.encoder, self.decoder, self.output = encoder, decoder, output
         self.embed_dropout = nn.Dropout(dropout)
+        self.copy = copy
+        if copy is not None:
+            # source id -> target id of the same piece, -1 if missing; saved with the weights
+            # (the identity until the tokenizer's map is set)
+            mapping = (torch.tensor(src_to_tgt, dtype=torch.long) if src_to_tgt is not None
+                       else torch.arange(src_embed.num_embeddings))
+            self.register_buffer("src_to_tgt", mapping)
 
     def encode(self, src: Tensor, src_mask: Tensor) -> EncoderOutput:
         memory, final_h, final_c = self.encoder(self.embed_dropout(self.src_embed(src)), src_mask)
-        return EncoderOutput(memory, src_mask, final_h, final_c)
+        copy_ids = oov_src_ids = None
+        if self.copy is not None:
+            copy_ids, oov_src_ids = extend_source(src, self.get_buffer("src_to_tgt"),
+                                                  self.output.out_features)
+        return EncoderOutput(memory, src_mask, final_h, final_c, copy_ids, oov_src_ids)
 
     def init_state(self, enc: EncoderOutput) -> RNNDecoderState:
-        return self.decoder.init_state(enc.memory, enc.src_mask, enc.final_h, enc.final_c)
+        state = self.decoder.init_state(enc.memory, enc.src_mask, enc.final_h, enc.final_c)
+        if enc.copy_ids is not None and enc.oov_src_ids is not None:
+            state = replace(state, copy_ids=enc.copy_ids, num_extra=enc.oov_src_ids.numel())
+        return state
 
     def decode(self, tgt_in: Tensor, state: RNNDecoderState, need_weights: bool = False
                ) -> tuple[Tensor, Tensor | None, RNNDecoderState]:
-        """tgt_in (B, T) -> logits (B, T, V), attention (B, T, L=1, H, S) or None, state."""
-        out, weights, state = self.decoder(self.tgt_embed(tgt_in), state, need_weights)
+        """tgt_in (B, T) -> logits (B, T, V), attention (B, T, L=1, H, S) or None, state.
+
+        With the copy mechanism the "logits" are the final log-probabilities over the
+        extended vocabulary (B, T, V + num_extra); a copied extra id fed back as input is
+        embedded as <unk>."""
+        if self.copy is not None:
+            tgt_in = tgt_in.masked_fill(tgt_in >= self.output.out_features, UNK_ID)
+        emb = self.tgt_embed(tgt_in)
+        out, weights, state = self.decoder(emb, state, need_weights or self.copy is not None)
         attention = None
-        if weights is not None:
+        if weights is not None and need_weights:
             attention = weights.permute(0, 2, 1, 3).unsqueeze(2)  # (B, T, 1, H, S)
-        return self.output(out), attention, state
+        logits = self.output(out)
+        if self.copy is not None:
+            assert weights is not None and state.copy_ids is not None
+            logits = self.copy(logits, out, emb, weights.mean(1), state.copy_ids,
+                               state.num_extra)
+        return logits, attention, state
 
     def forward(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> Tensor:
         """Teacher-forced logits (B, T, V)."""
@@ -67,8 +101,12 @@ class Seq2Seq(StepFromDecode, nn.Module):
         return logits
 
 
-def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -> Model:
-    """The one place that maps a model config to modules and injects them."""
+def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int,
+                src_to_tgt: Sequence[int] | None = None) -> Model:
+    """The one place that maps a model config to modules and injects them.
+
+    ``src_to_tgt``: the tokenizer's source-to-target id map (``Tokenizer.src_to_tgt()``), used
+    by the copy mechanism; a loaded checkpoint restores it with the weights."""
     if cfg.arch == "transformer":
         if cfg.share_embeddings and src_vocab_size != tgt_vocab_size:
             raise ValueError("model.share_embeddings needs equal source and target vocabularies")
@@ -101,7 +139,9 @@ def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -> M
     output = nn.Linear(cfg.hidden_dim, tgt_vocab_size, bias=True)
     if cfg.tie_output:
         output.weight = tgt_embed.weight
-    model = Seq2Seq(src_embed, tgt_embed, encoder, decoder, output, cfg.dropout)
+    copy = PointerGenerator(cfg.hidden_dim, cfg.embed_dim) if cfg.copy_attention else None
+    model = Seq2Seq(src_embed, tgt_embed, encoder, decoder, output, cfg.dropout, copy,
+                    src_to_tgt)
     _init_weights(model)
     return model
 

@@ -65,7 +65,9 @@ class RNNDecoderState:
 
     hidden/cell: (L, B, H); feed: (B, H) previous attentional state (input feeding) or None;
     memory: (B, S, H) projected encoder states (keys = values); src_mask: (B, S);
-    attention: the attention variant's per-source state (batch-first tensors).
+    attention: the attention variant's per-source state (batch-first tensors);
+    copy_ids: (B, S) source ids in the extended vocabulary (copy mechanism) or None;
+    num_extra: extra (out-of-vocabulary) ids of the batch, shared by all rows.
     """
 
     hidden: Tensor
@@ -74,6 +76,8 @@ class RNNDecoderState:
     memory: Tensor
     src_mask: Tensor
     attention: AttentionState
+    copy_ids: Tensor | None = None
+    num_extra: int = 0
 
     def select(self, index: Tensor) -> RNNDecoderState:
         """Reorder/expand the batch (beam search): new batch row i = old row index[i]."""
@@ -84,6 +88,8 @@ class RNNDecoderState:
             memory=self.memory.index_select(0, index),
             src_mask=self.src_mask.index_select(0, index),
             attention={k: v.index_select(0, index) for k, v in self.attention.items()},
+            copy_ids=None if self.copy_ids is None else self.copy_ids.index_select(0, index),
+            num_extra=self.num_extra,
         )
 
 

@@ -104,6 +104,21 @@ class Tokenizer:
     def tgt_vocab_size(self) -> int:
         return int(self.tgt.get_piece_size())
 
+    def src_to_tgt(self) -> list[int]:
+        """For every source id, the target id of the same piece, or -1 where the target
+        vocabulary lacks it (the copy mechanism's map; the identity when joint). The special
+        ids (pad, unk, bos, eos) map to themselves."""
+        if self.joint:
+            return list(range(self.src_vocab_size))
+        mapping = []
+        for i in range(self.src_vocab_size):
+            if i <= EOS_ID:
+                mapping.append(i)
+                continue
+            j = int(self.tgt.piece_to_id(self.src.id_to_piece(i)))
+            mapping.append(-1 if j == UNK_ID else j)
+        return mapping
+
     def encode_src(self, lines: Sequence[str]) -> list[list[int]]:
         """Source ids, each sequence ending with EOS."""
         return [[*ids, EOS_ID] for ids in self.src.encode(list(lines))]

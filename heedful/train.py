@@ -278,7 +278,8 @@ def _train_on(ctx: distributed.DistContext, cfg: Config, run_dir: Path, resume: 
         print(f"heedful: {len(data.train_src)} training pairs, {data.filtered} dropped (length "
               "filters data.max_src_len/max_tgt_len/max_len_ratio, empty sides, blank JSONL "
               "lines)")
-    model = build_model(cfg.model, tok.src_vocab_size, tok.tgt_vocab_size)
+    model = build_model(cfg.model, tok.src_vocab_size, tok.tgt_vocab_size,
+                        tok.src_to_tgt() if cfg.model.copy_attention else None)
     if init_dir is not None:
         load_model_weights(model, find_checkpoint(init_dir))
         log.info("initialised weights from %s (fresh optimizer and schedule)", init_dir)
@@ -404,6 +405,10 @@ def _train_on(ctx: distributed.DistContext, cfg: Config, run_dir: Path, resume: 
             batches = drawn[ctx.rank * tc.accumulate : (ctx.rank + 1) * tc.accumulate]
             num_tokens = sum(b.num_tgt_tokens for b in drawn)  # the global count, known to all
             optimizer.zero_grad(set_to_none=True)
+            if cfg.model.coverage_loss_weight is not None:  # the coverage loss may join late
+                loss_module.coverage_weight = (
+                    cfg.model.coverage_loss_weight
+                    if state["step"] >= cfg.model.coverage_loss_from_step else None)
             step_loss = 0.0
             for k, b in enumerate(batches):
                 sync = k == len(batches) - 1  # DDP all-reduces gradients on the last only

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from heedful.checkpoint import CheckpointError, find_checkpoint, load_model_weights
 from heedful.config import Config, ConfigError, DecodeConfig, load_config
+from heedful.copy import extend_source, extended_pieces, extended_text
 from heedful.data import pad
 from heedful.decoding import Hypothesis, beam_search, greedy_search, max_lengths
 from heedful.model import Model, build_model
@@ -136,10 +137,11 @@ class Translator:
 
             bar = tqdm(total=len(order), unit="sent", desc="translate", leave=False)
         for batch in batches:
-            hyps = self._decode_batch([src_ids[i] for i in batch], opts, return_attention,
-                                      generator)
+            batch_src = [src_ids[i] for i in batch]
+            hyps = self._decode_batch(batch_src, opts, return_attention, generator)
+            oov = self._copied_source_ids(batch_src)
             for i, nbest in zip(batch, hyps, strict=True):
-                results[i] = self._to_translation(src_ids[i], nbest)
+                results[i] = self._to_translation(src_ids[i], nbest, oov)
             if bar is not None:
                 bar.update(len(batch))
         if bar is not None:
@@ -169,15 +171,30 @@ class Translator:
             return beam_search(self.model, src_t, src_mask, caps, opts.beam_size,
                                opts.length_penalty, opts.n_best, return_attention)
 
-    def _to_translation(self, src: list[int], nbest: list[Hypothesis]) -> Translation:
+    def _copied_source_ids(self, src: list[list[int]]) -> list[int] | None:
+        """Copy models: the source ids behind the batch's extra output ids (see
+        :mod:`heedful.copy`); None for models without the copy mechanism."""
+        if getattr(self.model, "copy", None) is None:
+            return None
+        src_t, _ = pad(src, PAD_ID)
+        mapping = self.model.get_buffer("src_to_tgt").cpu()
+        return extend_source(src_t, mapping, self.tokenizer.tgt_vocab_size)[1].tolist()
+
+    def _to_translation(self, src: list[int], nbest: list[Hypothesis],
+                        oov: list[int] | None = None) -> Translation:
         best = nbest[0]
         tok = self.tokenizer
+
+        def text(ids: list[int]) -> str:
+            return tok.decode_tgt(ids) if oov is None else extended_text(tok, ids, oov)
+
         return Translation(
-            text=tok.decode_tgt(best.tokens),
+            text=text(best.tokens),
             score=best.norm_score,
-            n_best=[(tok.decode_tgt(h.tokens), h.norm_score) for h in nbest],
+            n_best=[(text(h.tokens), h.norm_score) for h in nbest],
             src_pieces=tok.src_pieces(src),
-            tgt_pieces=tok.tgt_pieces(best.tokens),
+            tgt_pieces=(tok.tgt_pieces(best.tokens) if oov is None
+                        else extended_pieces(tok, best.tokens, oov)),
             attention=None if best.attention is None else best.attention.cpu(),
             num_tokens=len(best.tokens),
         )
