@@ -118,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--rouge", action="store_true",
                    help="also ROUGE-1/2/L F1 (summarization; needs rouge-score)")
+    p.add_argument("--distinct", action="store_true",
+                   help="also distinct-1/2 of the outputs (dialogue diversity)")
+    p.add_argument("--perplexity", action="store_true",
+                   help="also the references' perplexity under the model (per subword)")
     g = p.add_argument_group("quality by source length")
     g.add_argument("--by-length", action="store_true",
                    help="BLEU/chrF per source-length bucket with 95%% bootstrap intervals")
@@ -210,6 +214,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--last", type=int, required=True, help="how many checkpoints")
     p.add_argument("-o", "--output", help="new run directory (default RUN_DIR-avgN)")
+
+    p = sub.add_parser("data", help="build a corpus: debian-desc (summarization) or "
+                                    "chatterbot (dialogue)")
+    p.add_argument("corpus", choices=["debian-desc", "chatterbot"])
+    p.add_argument("--out", help="output directory (default data/debian-desc-summ or "
+                                 "data/chatterbot)")
+    p.add_argument("--lists", default="/var/lib/apt/lists",
+                   help="debian-desc: apt's lists directory (default /var/lib/apt/lists)")
+    p.add_argument("--pattern", default="*_i18n_Translation-en*",
+                   help="debian-desc: index files to read (glob in --lists)")
+    p.add_argument("--context-turns", type=int, default=2,
+                   help="chatterbot: previous turns in each context (default 2)")
+    p.add_argument("--separator", default="<sep>", help="chatterbot: turn separator")
+    p.add_argument("--language", default="english", help="chatterbot: corpus language")
+    p.add_argument("--json", action="store_true", help="print the statistics as JSON")
+
+    p = sub.add_parser("metrics", help="BLEU/chrF (and ROUGE, distinct-n) of a hypothesis "
+                                       "file against references")
+    p.add_argument("hypotheses")
+    p.add_argument("references")
+    p.add_argument("--rouge", action="store_true", help="also ROUGE-1/2/L F1")
+    p.add_argument("--distinct", action="store_true", help="also distinct-1/2")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("baseline", help="extractive summarization baselines: stdin -> stdout")
+    p.add_argument("kind", choices=["first-sentence", "first-words"])
+    p.add_argument("-n", type=int, default=10, help="first-words: how many (default 10)")
+    p.add_argument("--input", "-i")
+    p.add_argument("--output", "-o")
+
+    p = sub.add_parser("chat", help="talk to a dialogue model (stdin lines; /reset, /quit)")
+    p.add_argument("run_dir")
+    p.add_argument("--context-turns", type=int, default=2,
+                   help="turns (yours and the model's) the model sees (default 2)")
+    p.add_argument("--separator", default="<sep>")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per reply, with the context the model saw")
+    _add_decode_options(p)
 
     sub.add_parser("presets", help="list the named presets")
     return parser
@@ -337,6 +379,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         from heedful.evaluate import score_rouge
 
         report["rouge"] = score_rouge(hyps, ref)
+    if args.distinct:
+        from heedful.dialogue import distinct_n
+
+        report["distinct_1"] = round(distinct_n(hyps, 1), 4)
+        report["distinct_2"] = round(distinct_n(hyps, 2), 4)
+    if args.perplexity:
+        report["perplexity"] = _perplexity(translator, src, ref)
     if not args.json:
         print(f"BLEU  {scores.bleu:6.2f}   {scores.bleu_signature}")
         print(f"chrF  {scores.chrf:6.2f}   {scores.chrf_signature}")
@@ -344,6 +393,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             r = report["rouge"]
             print(f"ROUGE-1 {r['rouge1']:.2f}  ROUGE-2 {r['rouge2']:.2f}  ROUGE-L "
                   f"{r['rougeL']:.2f}   (F1 x 100, rouge-score, stemmed)")
+        if args.distinct:
+            print(f"distinct-1 {report['distinct_1']:.4f}  distinct-2 {report['distinct_2']:.4f}")
+        if args.perplexity:
+            print(f"perplexity {report['perplexity']:.2f} (references, per subword incl. EOS)")
         print(f"{len(src)} sentences, beam {opts.beam_size}, {seconds:.1f} s "
               f"({report['sentences_per_second']} sent/s)")
     if args.by_length:
@@ -373,6 +426,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report))
     return 0
+
+
+def _perplexity(translator: Any, src: list[str], ref: list[str]) -> float:
+    """exp(- mean log-probability per reference subword, EOS included)."""
+    import math
+
+    from heedful.forced import force_decode
+
+    tok = translator.tokenizer
+    results = force_decode(translator.model, tok.encode_src(src), tok.encode_tgt(ref))
+    total = sum(r.log_prob for r in results)
+    count = sum(r.num_tokens for r in results)
+    return round(math.exp(-total / max(count, 1)), 3)
 
 
 def _edges(text: str) -> tuple[int, ...]:
@@ -640,6 +706,116 @@ def _cmd_average(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data(args: argparse.Namespace) -> int:
+    from heedful.corpora import CorpusBuildError, build_chatterbot_pairs, build_debian_summ
+
+    try:
+        if args.corpus == "debian-desc":
+            out = Path(args.out or "data/debian-desc-summ")
+            stats = build_debian_summ(out, Path(args.lists), args.pattern)
+        else:
+            out = Path(args.out or "data/chatterbot")
+            stats = build_chatterbot_pairs(out, args.context_turns, args.language,
+                                           args.separator)
+    except CorpusBuildError as err:
+        raise DataError(str(err)) from None
+    if args.json:
+        print(json.dumps(stats))
+    else:
+        pairs = stats["pairs"]
+        assert isinstance(pairs, dict)
+        print(f"{stats['corpus']}: " + ", ".join(f"{k} {v:,}" for k, v in pairs.items())
+              + f" pairs written to {out}/ (statistics: {out}/stats.json)")
+    return 0
+
+
+def _cmd_metrics(args: argparse.Namespace) -> int:
+    from heedful.evaluate import score_corpus
+
+    corpus = read_parallel(args.hypotheses, args.references)
+    hyps, refs = corpus.src, corpus.tgt
+    scores = score_corpus(hyps, refs)
+    report: dict[str, Any] = scores.as_dict()
+    if args.rouge:
+        from heedful.evaluate import score_rouge
+
+        report["rouge"] = score_rouge(hyps, refs)
+    if args.distinct:
+        from heedful.dialogue import distinct_n
+
+        report["distinct_1"] = round(distinct_n(hyps, 1), 4)
+        report["distinct_2"] = round(distinct_n(hyps, 2), 4)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"BLEU  {scores.bleu:6.2f}   {scores.bleu_signature}")
+    print(f"chrF  {scores.chrf:6.2f}   {scores.chrf_signature}")
+    if args.rouge:
+        r = report["rouge"]
+        print(f"ROUGE-1 {r['rouge1']:.2f}  ROUGE-2 {r['rouge2']:.2f}  ROUGE-L {r['rougeL']:.2f}"
+              "   (F1 x 100, rouge-score, stemmed)")
+    if args.distinct:
+        print(f"distinct-1 {report['distinct_1']:.4f}  distinct-2 {report['distinct_2']:.4f}")
+    return 0
+
+
+def _cmd_baseline(args: argparse.Namespace) -> int:
+    from heedful.baselines import baseline
+
+    if args.kind == "first-words" and args.n < 1:
+        raise ConfigError(f"-n must be at least 1 (got {args.n})")
+    lines = _read_input(args.input)
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+    try:
+        for line in lines:
+            out.write(baseline(args.kind, line, args.n) + "\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return 0
+
+
+def _cmd_chat(args: argparse.Namespace) -> int:
+    from heedful.dialogue import ChatSession
+    from heedful.translator import Translator
+
+    if args.context_turns < 1:
+        raise ConfigError(f"--context-turns must be at least 1 (got {args.context_turns})")
+    translator = Translator.from_checkpoint(args.run_dir)
+    decode = _decode_kwargs(args)
+    translator.decode_options(**decode)  # bad options fail before the first turn
+    session = ChatSession(translator, args.context_turns, args.separator, decode)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print("heedful chat: type a message; /reset starts a new conversation, /quit ends",
+              file=sys.stderr)
+    while True:
+        if interactive:
+            print("you> ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            break
+        text = line.strip()
+        if not text:
+            continue
+        if text in ("/quit", "/exit"):
+            break
+        if text == "/reset":
+            session.reset()
+            if args.json:
+                print(json.dumps({"reset": True}), flush=True)
+            else:
+                print("(new conversation)", file=sys.stderr, flush=True)
+            continue
+        context, reply = session.respond(text)
+        if args.json:
+            print(json.dumps({"context": context, "reply": reply}, ensure_ascii=False),
+                  flush=True)
+        else:
+            print(("bot> " if interactive else "") + reply, flush=True)
+    return 0
+
+
 def _cmd_presets(args: argparse.Namespace) -> int:
     from heedful.presets import PRESETS
 
@@ -660,6 +836,10 @@ COMMANDS = {
     "quickstart": _cmd_quickstart,
     "export": _cmd_export,
     "presets": _cmd_presets,
+    "data": _cmd_data,
+    "baseline": _cmd_baseline,
+    "metrics": _cmd_metrics,
+    "chat": _cmd_chat,
     "serve": _cmd_serve,
     "average": _cmd_average,
 }

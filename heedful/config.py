@@ -37,17 +37,23 @@ class SplitConfig(_Strict):
     src: str | None = None
     tgt: str | None = None
     path: str | None = None
+    split: str | None = None
+    """format: hf only: the Hugging Face split name (default: train / dev / test)."""
 
 
 class DataConfig(_Strict):
     dataset: str | None = "bible-es-en"
     """A bundled dataset by name; ``None`` to use ``train``/``dev``/``test`` below."""
-    format: Literal["text", "tsv", "jsonl"] = "text"
+    format: Literal["text", "tsv", "jsonl", "hf"] = "text"
+    hf_dataset: str | None = None
+    """format: hf: a Hugging Face dataset: a ``save_to_disk`` directory, data files, or a Hub
+    name (needs network and ``pip install 'heedful[hf]'``)."""
     train: SplitConfig | None = None
     dev: SplitConfig | None = None
     test: SplitConfig | None = None
     src_field: str = "src"
-    """JSONL key (or TSV column index, as a string) of the source side."""
+    """JSONL/HF key (dotted = nested, e.g. ``translation.de``) or TSV column index (as a
+    string) of the source side."""
     tgt_field: str = "tgt"
     max_src_len: int | None = Field(200, gt=0)
     """Training pairs with more source subwords than this are dropped (counted)."""
@@ -69,6 +75,8 @@ class TokenizerConfig(_Strict):
     """Unseen characters become UTF-8 byte pieces, never a bare ``<unk>``."""
     character_coverage: float = Field(1.0, gt=0, le=1)
     input_sentence_size: int = Field(200_000, gt=0)
+    user_symbols: list[str] = []
+    """Pieces that are never split, e.g. the dialogue turn separator ``<sep>``."""
 
 
 class ModelConfig(_Strict):
@@ -265,13 +273,15 @@ def _check_cross_fields(cfg: Config) -> None:
     if d.dataset is None:
         if d.train is None:
             raise ValueError("data.train is required when data.dataset is null")
+        if (d.format == "hf") != (d.hf_dataset is not None):
+            raise ValueError("data.format: hf and data.hf_dataset go together")
         for split_name in ("train", "dev", "test"):
             split = getattr(d, split_name)
             if split is None:
                 continue
             if d.format == "text" and (split.src is None or split.tgt is None):
                 raise ValueError(f"data.{split_name} needs src and tgt files for format: text")
-            if d.format != "text" and split.path is None:
+            if d.format in ("tsv", "jsonl") and split.path is None:
                 raise ValueError(f"data.{split_name} needs path for format: {d.format}")
     t = cfg.train
     if t.schedule == "noam" and t.warmup_steps == 0:

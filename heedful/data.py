@@ -20,6 +20,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -131,8 +132,24 @@ def read_tsv(path: str | Path, src_field: str = "0", tgt_field: str = "1") -> Co
     return Corpus(src, tgt, str(path))
 
 
+_MISSING = object()
+
+
+def field_value(obj: Any, field: str) -> Any:
+    """``obj[field]``, where a dotted field walks nested objects: ``translation.de`` is
+    ``obj["translation"]["de"]`` (the layout of many Hugging Face translation sets)."""
+    if isinstance(obj, dict) and field in obj:
+        return obj[field]
+    for part in field.split("."):
+        if not isinstance(obj, dict) or part not in obj:
+            return _MISSING
+        obj = obj[part]
+    return obj
+
+
 def read_jsonl(path: str | Path, src_field: str = "src", tgt_field: str = "tgt") -> Corpus:
-    """A JSONL file with one object per line holding ``src_field`` and ``tgt_field``."""
+    """A JSONL file with one object per line holding ``src_field`` and ``tgt_field`` (dotted
+    names reach into nested objects)."""
     src, tgt = [], []
     blank = 0
     for no, line in enumerate(read_lines(path), 1):
@@ -145,17 +162,55 @@ def read_jsonl(path: str | Path, src_field: str = "src", tgt_field: str = "tgt")
             raise DataError(f"{path}, line {no}: not valid JSON ({err.msg})") from None
         if not isinstance(obj, dict):
             raise DataError(f"{path}, line {no}: expected a JSON object")
+        pair = []
         for field in (src_field, tgt_field):
-            if field not in obj:
+            value = field_value(obj, field)
+            if value is _MISSING:
                 raise DataError(
                     f"{path}, line {no}: missing field {field!r} "
                     f"(has: {', '.join(map(str, obj)) or 'nothing'})"
                 )
-            if not isinstance(obj[field], str):
+            if not isinstance(value, str):
                 raise DataError(f"{path}, line {no}: field {field!r} is not a string")
-        src.append(_clean(obj[src_field]))
-        tgt.append(_clean(obj[tgt_field]))
+            pair.append(value)
+        src.append(_clean(pair[0]))
+        tgt.append(_clean(pair[1]))
     return Corpus(src, tgt, str(path), skipped=blank)
+
+
+def read_hf(dataset: str, split: str, src_field: str, tgt_field: str) -> Corpus:
+    """A Hugging Face ``datasets`` split: a dataset saved with ``save_to_disk`` (a directory),
+    a directory or file the ``load_dataset`` builders read (JSON, CSV, Parquet...), or a name
+    on the Hub (needs network). Needs ``pip install 'heedful[hf]'``."""
+    try:
+        import datasets
+    except ImportError:
+        raise DataError("data.format: hf needs the datasets package: "
+                        "pip install 'heedful[hf]'") from None
+    where = Path(dataset)
+    try:
+        if (where / "dataset_dict.json").exists() or (where / "dataset_info.json").exists():
+            loaded = datasets.load_from_disk(str(where))
+            if isinstance(loaded, datasets.DatasetDict):
+                if split not in loaded:
+                    raise DataError(f"{dataset}: no split {split!r} (has: "
+                                    f"{', '.join(loaded)})")
+                loaded = loaded[split]
+        else:
+            loaded = datasets.load_dataset(dataset, split=split)
+    except (FileNotFoundError, ValueError, ConnectionError) as err:
+        raise DataError(f"data.hf_dataset {dataset!r}, split {split!r}: {err}") from None
+    src, tgt = [], []
+    for no, row in enumerate(loaded):
+        pair = [field_value(row, f) for f in (src_field, tgt_field)]
+        for field, value in zip((src_field, tgt_field), pair, strict=True):
+            if not isinstance(value, str):
+                what = "missing" if value is _MISSING else "not a string"
+                raise DataError(f"{dataset} [{split}], row {no}: field {field!r} is {what} "
+                                f"(has: {', '.join(map(str, row))})")
+        src.append(_clean(pair[0]))
+        tgt.append(_clean(pair[1]))
+    return Corpus(src, tgt, f"{dataset} [{split}]")
 
 
 def require_nonempty(corpus: Corpus, what: str) -> Corpus:
@@ -303,6 +358,10 @@ def load_split(data_cfg: DataConfig, split: str) -> Corpus | None:
             corpus = read_parallel(spec.src, spec.tgt)
         elif data_cfg.format == "tsv":
             corpus = read_tsv(spec.path, data_cfg.src_field, data_cfg.tgt_field)
+        elif data_cfg.format == "hf":
+            assert data_cfg.hf_dataset is not None  # validated in config
+            corpus = read_hf(data_cfg.hf_dataset, spec.split or split, data_cfg.src_field,
+                             data_cfg.tgt_field)
         else:
             corpus = read_jsonl(spec.path, data_cfg.src_field, data_cfg.tgt_field)
     limit = data_cfg.train_limit if split == "train" else None

@@ -66,12 +66,58 @@ def transformer_small() -> Config:
     }, "preset transformer-small")
 
 
+def summarize() -> Config:
+    """Summarization (Debian package description -> synopsis): bi-GRU 2x128, GRU 256,
+    coverage attention with the pointer-generator copy mechanism (See et al. 2017), coverage
+    loss from step 1200; data from `heedful data debian-desc` in data/debian-desc-summ."""
+    folder = "data/debian-desc-summ"
+    return config_from_dict({
+        "name": "summarize",
+        "data": {"dataset": None,
+                 "train": {"src": f"{folder}/train.src.gz", "tgt": f"{folder}/train.tgt.gz"},
+                 "dev": {"src": f"{folder}/dev.src", "tgt": f"{folder}/dev.tgt"},
+                 "test": {"src": f"{folder}/test.src", "tgt": f"{folder}/test.tgt"},
+                 "max_src_len": 400, "max_tgt_len": 64, "dev_limit": 300},
+        "tokenizer": {"vocab_size": 8000},
+        "model": {"rnn_type": "gru", "embed_dim": 128, "hidden_dim": 256,
+                  "attention": "coverage", "coverage_loss_weight": 1.0,
+                  "coverage_loss_from_step": 1200, "copy_attention": True,
+                  "input_feeding": False, "share_embeddings": True, "dropout": 0.1},
+        "train": {"batch_tokens": 6000, "valid_every": 500, "log_every": 50, "keep_last": 2},
+        "decode": {"beam_size": 4, "max_len_a": 0.1, "max_len_b": 40},
+    }, "preset summarize")
+
+
+def dialogue() -> Config:
+    """Dialogue (context -> response) on chatterbot-corpus from `heedful data chatterbot` in
+    data/chatterbot: bi-GRU 2x128, GRU 256, dot attention, a 2k joint vocabulary with the
+    turn separator <sep> as one piece; nucleus sampling (top-p 0.9, temperature 0.8) with
+    no repeated trigrams."""
+    folder = "data/chatterbot"
+    return config_from_dict({
+        "name": "dialogue",
+        "data": {"dataset": None,
+                 "train": {"src": f"{folder}/train.src.gz", "tgt": f"{folder}/train.tgt.gz"},
+                 "dev": {"src": f"{folder}/dev.src", "tgt": f"{folder}/dev.tgt"},
+                 "test": {"src": f"{folder}/test.src", "tgt": f"{folder}/test.tgt"}},
+        "tokenizer": {"vocab_size": 2000, "user_symbols": ["<sep>"]},
+        "model": {"rnn_type": "gru", "embed_dim": 128, "hidden_dim": 256, "attention": "dot",
+                  "input_feeding": False, "share_embeddings": True, "dropout": 0.3},
+        "train": {"batch_tokens": 3000, "valid_every": 100, "log_every": 20, "keep_last": 2,
+                  "early_stopping_metric": "loss", "patience": 5},
+        "decode": {"beam_size": 1, "sample": True, "top_p": 0.9, "temperature": 0.8,
+                   "no_repeat_ngram_size": 3, "max_len_a": 1.0, "max_len_b": 30},
+    }, "preset dialogue")
+
+
 PRESETS: dict[str, Callable[[], Config]] = {
     "quickstart": quickstart,
     "rnn-scaled-dot": rnn_scaled_dot,
     "rnn-additive": rnn_additive,
     "rnn-none": rnn_none,
     "transformer-small": transformer_small,
+    "summarize": summarize,
+    "dialogue": dialogue,
 }
 
 

@@ -48,6 +48,7 @@ def _run_trainer(sample: list[str], cfg: TokenizerConfig, buffer: io.BytesIO) ->
         bos_id=BOS_ID,
         eos_id=EOS_ID,
         hard_vocab_limit=False,
+        user_defined_symbols=list(cfg.user_symbols),
         num_threads=2,
         minloglevel=2,
     )

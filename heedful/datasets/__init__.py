@@ -3,6 +3,9 @@
 ``bible-es-en``: Spanish Reina-Valera 1909 -> English King James, verse-aligned, with gold
 word alignments for dev and test (see ``bible_es_en/README.md`` for source, license and
 statistics).
+
+Samples (tests and quick experiments; the full sets are built by ``heedful data``):
+``debian-desc-summ`` (Debian package descriptions -> synopsis, 200 pairs; see its README).
 """
 
 from __future__ import annotations
@@ -14,6 +17,11 @@ _HERE = Path(__file__).parent
 BUNDLED: dict[str, tuple[Path, str, str]] = {
     # name: (folder, source suffix, target suffix)
     "bible-es-en": (_HERE / "bible_es_en", "es", "en"),
+}
+
+SAMPLES: dict[str, Path] = {
+    # name: folder with sample.src / sample.tgt; the full set is built by `heedful data`
+    "debian-desc-summ": _HERE / "debian_desc_summ",
 }
 
 
@@ -35,5 +43,5 @@ def dataset_split(name: str, split: str) -> tuple[Path, Path]:
 
 def dataset_file(name: str, filename: str) -> Path:
     """Another file of a bundled dataset (e.g. ``test.align``)."""
-    folder = BUNDLED[name][0]
+    folder = BUNDLED[name][0] if name in BUNDLED else SAMPLES[name]
     return folder / filename
