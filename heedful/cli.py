@@ -21,6 +21,8 @@ USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError, CheckpointEr
 
 
 def _add_decode_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quantize", choices=["int8"],
+                   help="dynamic int8 quantization of the model for CPU inference")
     g = p.add_argument_group("decoding (defaults: the run's decode config)")
     g.add_argument("--beam-size", type=int, dest="beam_size")
     g.add_argument("--n-best", type=int, dest="n_best")
@@ -253,6 +255,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one JSON object per reply, with the context the model saw")
     _add_decode_options(p)
 
+    p = sub.add_parser("bench", help="training/decoding speed on the peers' two configurations")
+    p.add_argument("--only", choices=["rnn", "transformer"], action="append",
+                   help="one configuration (repeatable; default both)")
+    p.add_argument("--steps", type=int, default=100, help="timed updates (default 100)")
+    p.add_argument("--warmup", type=int, default=20, help="untimed updates first (default 20)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument("--rnn-model", help="trained run for the rnn decoding figures")
+    p.add_argument("--transformer-model", help="trained run for the transformer decoding "
+                                               "figures")
+    p.add_argument("--test-limit", type=int, default=None, help="decode the first N test "
+                                                                "sentences only")
+    p.add_argument("--quantize", choices=["int8"], help="decode with int8 dynamic quantization")
+    p.add_argument("--compile", action="store_true", help="train through torch.compile")
+    p.add_argument("--profile", metavar="FILE",
+                   help="also profile 5 updates (torch.profiler); top ops written to FILE")
+    p.add_argument("--skip-training", action="store_true")
+    p.add_argument("--json", action="store_true")
+
     sub.add_parser("presets", help="list the named presets")
     return parser
 
@@ -315,6 +335,8 @@ def _cmd_translate(args: argparse.Namespace) -> int:
     from heedful.translator import Translator
 
     translator = Translator.from_checkpoints(args.run_dir)
+    if args.quantize:
+        translator.quantize(args.quantize)
     lines = _read_input(args.input)
     results = translator.translate(lines, progress=args.output is not None, **_decode_kwargs(args))
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
@@ -358,6 +380,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     edges = _edges(args.buckets) if args.by_length else ()
     translator = Translator.from_checkpoints(args.run_dir)
+    if args.quantize:
+        translator.quantize(args.quantize)
     src, ref = _eval_files(args, translator)
     gold = None
     if args.align:  # read the gold first: a bad file fails before minutes of decoding
@@ -487,6 +511,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     for label, run in zip(labels, args.run_dirs, strict=True):
         translator = Translator.from_checkpoint(run)
+        if args.quantize:
+            translator.quantize(args.quantize)
         src, ref = _eval_files(args, translator)
         hyps = translator.translate_lines(src, progress=not args.json, **_decode_kwargs(args))
         overall = score_corpus(hyps, ref)
@@ -521,6 +547,8 @@ def _cmd_align(args: argparse.Namespace) -> int:
 
     run_dir = resolve_run_dir(args.run_dir)
     translator = Translator.from_checkpoint(run_dir)
+    if args.quantize:
+        translator.quantize(args.quantize)
     if args.tune:
         dev_name, dev_src, dev_tgt, dev_sure, dev_possible = _dev_gold(args, translator)
         pairs = pair_attention(translator, dev_src, dev_tgt, progress=not args.json)
@@ -618,6 +646,8 @@ def _cmd_attention(args: argparse.Namespace) -> int:
     from heedful.viz import attention_html, plot_attention, plot_attention_grid
 
     translator = Translator.from_checkpoint(args.run_dir)
+    if args.quantize:
+        translator.quantize(args.quantize)
     result = translator.translate([args.sentence], return_attention=True, **_decode_kwargs(args))[0]
     if result.attention is None:
         raise CheckpointError(f"{args.run_dir}: this model has no attention to plot "
@@ -782,6 +812,8 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     if args.context_turns < 1:
         raise ConfigError(f"--context-turns must be at least 1 (got {args.context_turns})")
     translator = Translator.from_checkpoint(args.run_dir)
+    if args.quantize:
+        translator.quantize(args.quantize)
     decode = _decode_kwargs(args)
     translator.decode_options(**decode)  # bad options fail before the first turn
     session = ChatSession(translator, args.context_turns, args.separator, decode)
@@ -816,6 +848,39 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from heedful.bench import BENCH_CONFIGS, format_table, run_isolated, run_one
+
+    names = args.only or list(BENCH_CONFIGS)
+    models = {"rnn": args.rnn_model, "transformer": args.transformer_model}
+    if len(names) == 1:  # this process measures it
+        name = names[0]
+        report = run_one(name, args.steps, args.warmup, args.threads, models[name],
+                         args.test_limit, args.quantize, args.compile, args.profile,
+                         args.skip_training)
+        reports = [report]
+    else:  # one fresh process per configuration: separate peak RSS
+        reports = []
+        for name in names:
+            argv = ["--steps", str(args.steps), "--warmup", str(args.warmup), "--threads",
+                    str(args.threads)]
+            if models[name]:
+                argv += [f"--{name}-model", models[name]]
+            for flag, value in (("--test-limit", args.test_limit), ("--quantize", args.quantize),
+                                ("--profile", f"{args.profile}.{name}" if args.profile
+                                 else None)):
+                if value is not None:
+                    argv += [flag, str(value)]
+            argv += ["--compile"] if args.compile else []
+            argv += ["--skip-training"] if args.skip_training else []
+            reports.append(run_isolated(name, argv))
+    if args.json:
+        print(json.dumps(reports if len(reports) > 1 else reports[0]))
+    else:
+        print(format_table(reports))
+    return 0
+
+
 def _cmd_presets(args: argparse.Namespace) -> int:
     from heedful.presets import PRESETS
 
@@ -839,6 +904,7 @@ COMMANDS = {
     "data": _cmd_data,
     "baseline": _cmd_baseline,
     "metrics": _cmd_metrics,
+    "bench": _cmd_bench,
     "chat": _cmd_chat,
     "serve": _cmd_serve,
     "average": _cmd_average,

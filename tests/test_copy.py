@@ -9,7 +9,6 @@ import torch
 
 from heedful.config import ConfigError, load_config
 from heedful.copy import PointerGenerator, extend_source
-from heedful.tokenizer import EOS_ID
 from heedful.train import train
 from heedful.translator import Translator
 

@@ -25,7 +25,6 @@ from heedful.data import DataError, load_split, read_jsonl
 from heedful.datasets import dataset_file
 from heedful.dialogue import ChatSession, distinct_n
 from heedful.presets import get_preset
-from heedful.train import train
 
 INDEX = """Package: alpha
 Description-md5: 11

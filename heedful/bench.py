@@ -1,0 +1,199 @@
+"""``heedful bench``: training and decoding speed on the two configurations the peers share.
+
+The configurations (issue "Faster than the peers on the same machine"; the peers' harness in
+``benchmarks/peers`` expresses the same two in Joey NMT and OpenNMT-py):
+
+* ``rnn``: 1-layer bi-LSTM encoder 2x128, 1-layer LSTM decoder 256, embeddings 128, additive
+  (Bahdanau/MLP) attention, input feeding, dropout 0.2;
+* ``transformer``: 3+3 layers, d_model 256, 4 heads, feed-forward 1024, pre-norm, dropout 0.1,
+  shared and tied embeddings;
+
+both on bible-es-en with one joint 8,000-piece SentencePiece BPE vocabulary, batches of at
+most 4,096 tokens counted as OpenNMT-py counts them (sentences x the longest side, padding
+included), Adam at a constant 1e-3, label smoothing 0.1, gradient clipping 5 (RNN).
+
+Training: ``warmup`` updates (not timed), then ``steps`` timed updates (forward, backward,
+clipping, Adam); target tokens = real (non-padding) target subwords incl. EOS, as the peers
+count them. Decoding (with ``--model``): the bible-es-en test set, greedy and beam 5, batch 64;
+output tokens = subwords written, EOS not counted (as the peers' harness counts them).
+Each configuration runs in its own process, so peak RSS is that configuration's alone.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from heedful.config import Config
+from heedful.presets import get_preset
+
+BENCH_CONFIGS = ("rnn", "transformer")
+
+
+def bench_config(name: str) -> Config:
+    """The fixed benchmark configuration ``rnn`` or ``transformer``."""
+    common = {"train": {"batch_tokens": 4096, "lr": 1e-3, "schedule": "constant",
+                        "warmup_steps": 0, "label_smoothing": 0.1}}
+    if name == "rnn":
+        base = get_preset("rnn-additive")
+        update: dict[str, Any] = {"model": {"dropout": 0.2}, **common}
+        update["train"] = {**common["train"], "clip_norm": 5.0}
+    elif name == "transformer":
+        base = get_preset("transformer-small")
+        update = {"model": {"dropout": 0.1}, **common}
+    else:
+        raise KeyError(f"unknown benchmark configuration {name!r}; choose from "
+                       f"{', '.join(BENCH_CONFIGS)}")
+    data = base.model_dump()
+    for section, values in update.items():
+        data[section] = {**data[section], **values}
+    data["name"] = f"bench-{name}"
+    return Config.model_validate(data)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far (Linux: ru_maxrss is in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_training(config: Config, steps: int, warmup: int, compile_model: bool = False,
+                   profile: str | None = None) -> dict[str, Any]:
+    """Timed optimizer updates; see the module docstring for what is counted."""
+    from heedful.data import BatchStream
+    from heedful.model import build_model, count_parameters
+    from heedful.tokenizer import BOS_ID, EOS_ID, PAD_ID
+    from heedful.train import loss_sum, prepare_data
+
+    torch.manual_seed(config.train.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = prepare_data(config, Path(tmp))
+    tok = data.tokenizer
+    model = build_model(config.model, tok.src_vocab_size, tok.tgt_vocab_size).train()
+    opt = torch.optim.Adam(model.parameters(), lr=config.train.lr, betas=config.train.betas)
+    stream = BatchStream(data.train_src, data.train_tgt, config.train.batch_tokens,
+                         config.train.seed, PAD_ID, BOS_ID, EOS_ID)
+    forward = torch.compile(model) if compile_model else model
+    rates, times, tokens, padded = [], [], [], []
+
+    def update() -> tuple[float, int, int]:
+        batch = next(stream)
+        start = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = loss_sum(forward, batch, config.train.label_smoothing)  # type: ignore[arg-type]
+        (loss / batch.num_tgt_tokens).backward()
+        if config.train.clip_norm:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.clip_norm)
+        opt.step()
+        cost = batch.src.size(0) * max(batch.src.size(1), batch.tgt_in.size(1))
+        return time.perf_counter() - start, batch.num_tgt_tokens, cost
+
+    for _ in range(warmup):
+        update()
+    for _ in range(steps):
+        elapsed, ntok, cost = update()
+        rates.append(ntok / elapsed)
+        times.append(elapsed)
+        tokens.append(ntok)
+        padded.append(cost)
+    report: dict[str, Any] = {
+        "parameters": count_parameters(model),
+        "train_steps_measured": steps,
+        "train_tokens_per_s_median": round(statistics.median(rates)),
+        "train_tokens_per_s_window": round(sum(tokens) / sum(times)),
+        "train_step_s_median": round(statistics.median(times), 3),
+        "train_target_tokens_per_step": round(statistics.mean(tokens)),
+        "train_padded_tokens_per_step": round(statistics.mean(padded)),
+        "train_peak_rss_mb": round(peak_rss_mb()),
+    }
+    if profile:
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
+
+        with torch_profile(activities=[ProfilerActivity.CPU], record_shapes=False) as prof:
+            for _ in range(5):
+                update()
+        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
+        Path(profile).write_text(table + "\n", encoding="utf-8")
+        report["profile"] = profile
+    return report
+
+
+def bench_decoding(model_dir: str, limit: int | None, quantize: str | None = None,
+                   batch_size: int = 64) -> dict[str, Any]:
+    """Greedy and beam-5 decoding of the bible-es-en test set with a trained model."""
+    from heedful.data import load_split
+    from heedful.evaluate import score_corpus
+    from heedful.translator import Translator
+
+    translator = Translator.from_checkpoint(model_dir)
+    if quantize:
+        translator.quantize(quantize)
+    test = load_split(translator.config.data, "test")
+    assert test is not None
+    src, ref = test.src[:limit], test.tgt[:limit]
+    out: dict[str, Any] = {"decode_model": model_dir, "decode_sentences": len(src),
+                           "decode_quantize": quantize}
+    for beam in (1, 5):
+        translator.translate(src[:16], beam_size=beam, batch_size=batch_size)  # warm-up
+        start = time.perf_counter()
+        results = translator.translate(src, beam_size=beam, batch_size=batch_size)
+        seconds = time.perf_counter() - start
+        written = sum(len([p for p in r.tgt_pieces if p != "</s>"]) for r in results)
+        name = "greedy" if beam == 1 else f"beam{beam}"
+        out[f"{name}_sentences_per_s"] = round(len(src) / seconds, 1)
+        out[f"{name}_tokens_per_s"] = round(written / seconds)
+        out[f"{name}_bleu"] = score_corpus([r.text for r in results], ref).bleu
+        out[f"{name}_seconds"] = round(seconds, 2)
+    out["decode_peak_rss_mb"] = round(peak_rss_mb())
+    return out
+
+
+def run_one(name: str, steps: int, warmup: int, threads: int, model: str | None,
+            test_limit: int | None, quantize: str | None, compile_model: bool,
+            profile: str | None, skip_training: bool) -> dict[str, Any]:
+    torch.set_num_threads(threads)
+    torch.set_num_interop_threads(1)
+    report: dict[str, Any] = {"config": name, "threads": threads, "torch": torch.__version__}
+    if not skip_training:
+        report.update(bench_training(bench_config(name), steps, warmup, compile_model, profile))
+    if model:
+        report.update(bench_decoding(model, test_limit, quantize))
+    return report
+
+
+def run_isolated(name: str, argv: list[str]) -> dict[str, Any]:
+    """One configuration in a fresh process (its own peak RSS); returns its JSON report."""
+    done = subprocess.run([sys.executable, "-m", "heedful", "bench", "--only", name, "--json",
+                           *argv], capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise RuntimeError(f"heedful bench --only {name} failed:\n{done.stderr[-2000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def format_table(reports: list[dict[str, Any]]) -> str:
+    keys = [("parameters", "params"), ("train_tokens_per_s_median", "train tok/s (median)"),
+            ("train_tokens_per_s_window", "train tok/s (window)"),
+            ("train_step_s_median", "s/step"),
+            ("train_target_tokens_per_step", "target tok/step"),
+            ("train_peak_rss_mb", "train peak RSS MB"),
+            ("greedy_sentences_per_s", "greedy sent/s"), ("greedy_tokens_per_s", "greedy tok/s"),
+            ("greedy_bleu", "greedy BLEU"), ("beam5_sentences_per_s", "beam-5 sent/s"),
+            ("beam5_tokens_per_s", "beam-5 tok/s"), ("beam5_bleu", "beam-5 BLEU"),
+            ("decode_peak_rss_mb", "decode peak RSS MB")]
+    present = [(k, label) for k, label in keys if any(k in r for r in reports)]
+    lines = ["| config | " + " | ".join(label for _, label in present) + " |",
+             "|---|" + "---:|" * len(present)]
+    for r in reports:
+        cells = [f"{r[k]:,}" if isinstance(r.get(k), int) else str(r.get(k, "–"))
+                 for k, _ in present]
+        lines.append(f"| {r['config']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

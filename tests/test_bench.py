@@ -1,0 +1,80 @@
+"""The speed benchmark's configurations and measurements, and int8 dynamic quantization."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from heedful.bench import bench_config, bench_training, format_table
+from heedful.cli import main
+from heedful.config import ConfigError
+from heedful.model import build_model, count_parameters
+from heedful.translator import Translator
+
+
+def test_rnn_configuration_is_the_peers_shape() -> None:
+    cfg = bench_config("rnn")
+    m, t = cfg.model, cfg.train
+    assert (m.arch, m.rnn_type, m.attention, m.input_feeding) == ("rnn", "lstm", "additive", True)
+    assert (m.embed_dim, m.hidden_dim, m.bidirectional, m.encoder_layers) == (128, 256, True, 1)
+    assert m.encoder_hidden_dim is None  # 256 / 2 = 128 per direction
+    assert (t.batch_tokens, t.lr, t.schedule, t.label_smoothing) == (4096, 1e-3, "constant", 0.1)
+    assert cfg.tokenizer.vocab_size == 8000 and cfg.tokenizer.joint
+    model = build_model(m, 8000, 8000)
+    assert model.encoder.rnn.hidden_size == 128  # type: ignore[union-attr]
+
+
+def test_transformer_configuration_is_the_peers_shape() -> None:
+    cfg = bench_config("transformer")
+    m = cfg.model
+    assert (m.encoder_layers, m.decoder_layers, m.hidden_dim, m.attention_heads, m.ff_dim) == (
+        3, 3, 256, 4, 1024)
+    assert (cfg.train.lr, cfg.train.schedule) == (1e-3, "constant")
+    # the peers' Transformer has 7.57-7.58 M parameters with their 8k vocabularies
+    assert 7.0e6 < count_parameters(build_model(m, 8000, 8000)) < 8.0e6
+
+
+def test_unknown_configuration() -> None:
+    with pytest.raises(KeyError, match="unknown benchmark configuration 'lstm'"):
+        bench_config("lstm")
+
+
+def test_training_measurement_counts_real_target_tokens() -> None:
+    cfg = bench_config("rnn")
+    small = cfg.model_copy(update={
+        "data": cfg.data.model_copy(update={"train_limit": 300}),
+        "tokenizer": cfg.tokenizer.model_copy(update={"vocab_size": 500}),
+        "train": cfg.train.model_copy(update={"batch_tokens": 1200})})
+    report = bench_training(small, steps=3, warmup=1)
+    assert report["train_steps_measured"] == 3
+    assert 0 < report["train_target_tokens_per_step"] <= report["train_padded_tokens_per_step"]
+    assert report["train_padded_tokens_per_step"] <= 1200 * 1.01
+    assert report["train_tokens_per_s_median"] > 0 and report["train_peak_rss_mb"] > 0
+    table = format_table([{"config": "rnn", **report}])
+    assert "train tok/s (median)" in table and "| rnn |" in table
+
+
+def test_int8_quantization_keeps_the_shipped_model_close(capsys) -> None:
+    from heedful.data import load_split
+
+    fp32 = Translator.from_checkpoint("bible-es-en")
+    test = load_split(fp32.config.data, "test")
+    assert test is not None
+    src = test.src[:40]
+    base = [r.text for r in fp32.translate(src, beam_size=1)]
+    int8 = Translator.from_checkpoint("bible-es-en").quantize("int8")
+    assert "DynamicQuantized" in repr(int8.model)
+    quant = [r.text for r in int8.translate(src, beam_size=1)]
+    same = sum(a == b for a, b in zip(base, quant, strict=True))
+    assert same >= len(src) // 2, (same, list(zip(base, quant, strict=True))[:3])
+    with pytest.raises(ConfigError, match="unknown quantization"):
+        Translator.from_checkpoint("bible-es-en").quantize("int4")
+
+
+def test_translate_cli_quantize_flag(capsys, tmp_path) -> None:
+    (tmp_path / "in.txt").write_text("Y dijo Dios.\n", encoding="utf-8")
+    assert main(["translate", "bible-es-en", "--quantize", "int8", "--json",
+                 "--beam-size", "2", "--input", str(tmp_path / "in.txt")]) == 0
+    record = json.loads(capsys.readouterr().out.strip())
+    assert record["translation"]
