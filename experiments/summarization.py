@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from heedful.baselines import first_sentence, first_words
+from heedful.checkpoint import find_checkpoint
 from heedful.data import read_parallel
 from heedful.evaluate import score_corpus, score_rouge
 from heedful.translator import Translator
@@ -67,12 +68,13 @@ def main() -> None:
                                                       progress=True)]
         seconds = time.perf_counter() - start
         m = translator.config.model
-        state = json.loads(next(Path(run, "checkpoints").glob("*/trainer_state.json"))
-                           .read_text()) if Path(run, "checkpoints").exists() else {}
+        state, best = (json.loads((find_checkpoint(Path(run), which) / "trainer_state.json")
+                                  .read_text()) for which in ("latest", "best"))
         row = describe(hyps, test.src, test.tgt)
         row.update({"run": run, "attention": m.attention, "copy": m.copy_attention,
                     "coverage_loss_from_step": m.coverage_loss_from_step,
-                    "steps": state.get("step"), "decode_seconds": round(seconds, 1),
+                    "steps": state.get("step"), "best_step": best.get("step"),
+                    "decode_seconds": round(seconds, 1),
                     "examples": [{"source": test.src[i][:300], "reference": test.tgt[i],
                                   "output": hyps[i]} for i in range(0, 40, 8)]})
         rows[f"model: {Path(run).name}"] = row

@@ -66,8 +66,12 @@ def test_int8_quantization_keeps_the_shipped_model_close(capsys) -> None:
     int8 = Translator.from_checkpoint("bible-es-en").quantize("int8")
     assert "DynamicQuantized" in repr(int8.model)
     quant = [r.text for r in int8.translate(src, beam_size=1)]
-    same = sum(a == b for a, b in zip(base, quant, strict=True))
-    assert same >= len(src) // 2, (same, list(zip(base, quant, strict=True))[:3])
+    from heedful.evaluate import score_corpus
+
+    ref = test.tgt[:40]
+    # int8 changes some words, not the model: close to its own fp32 outputs, similar BLEU
+    assert score_corpus(quant, base).chrf > 60
+    assert score_corpus(quant, ref).bleu > score_corpus(base, ref).bleu - 5
     with pytest.raises(ConfigError, match="unknown quantization"):
         Translator.from_checkpoint("bible-es-en").quantize("int4")
 
