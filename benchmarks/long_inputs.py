@@ -35,7 +35,8 @@ def rss_mb() -> float:
     return 0.0
 
 
-def one(length: int, steps: int, backend: str, threads: int) -> dict[str, object]:
+def one(length: int, steps: int, backend: str, threads: int, attention_dropout: float
+        ) -> dict[str, object]:
     import torch
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -45,7 +46,8 @@ def one(length: int, steps: int, backend: str, threads: int) -> dict[str, object
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    cfg = bench_config("transformer").model.model_copy(update={"max_positions": length + 2})
+    cfg = bench_config("transformer").model.model_copy(update={
+        "max_positions": length + 2, "attention_dropout": attention_dropout})
     model = build_model(cfg, 8000, 8000).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
@@ -74,7 +76,8 @@ def one(length: int, steps: int, backend: str, threads: int) -> dict[str, object
     long_batch = batch(length)
     times = [step(long_batch, length) for _ in range(steps)]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"length": length, "backend": backend, "steps": steps,
+    return {"length": length, "backend": backend, "attention_dropout": attention_dropout,
+            "steps": steps,
             "step_s_median": round(statistics.median(times[1:] or times), 3),
             "first_step_s": round(times[0], 3),
             "peak_mb_over_start": round(peak - before), "peak_rss_mb": round(peak),
@@ -87,11 +90,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--backend", choices=["default", "math", "both"], default="both")
+    ap.add_argument("--attention-dropout", type=float, default=0.0,
+                    help="0 (default) lets the fused flash kernel run; > 0 forces the math "
+                         "kernel on CPU")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--no-docs", action="store_true")
     args = ap.parse_args()
     if args.one is not None:
-        print(json.dumps(one(args.one, args.steps, args.backend, args.threads)))
+        print(json.dumps(one(args.one, args.steps, args.backend, args.threads,
+                             args.attention_dropout)))
         return
     backends = ["default", "math"] if args.backend == "both" else [args.backend]
     rows = []
@@ -99,7 +106,8 @@ def main() -> None:
         for length in args.lengths:
             done = subprocess.run([sys.executable, __file__, "--one", str(length), "--steps",
                                    str(args.steps), "--threads", str(args.threads),
-                                   "--backend", backend], capture_output=True, text=True,
+                                   "--backend", backend, "--attention-dropout",
+                                   str(args.attention_dropout)], capture_output=True, text=True,
                                   check=False)
             if done.returncode:
                 tail = done.stderr.strip().splitlines()[-1:] or [f"exit {done.returncode}"]
@@ -120,8 +128,8 @@ def main() -> None:
         (DOCS / "long_inputs.json").write_text(json.dumps(rows, indent=1) + "\n")
         (DOCS / "long_inputs.md").write_text(
             "Transformer (3+3, d 256, 4 heads, ff 1024) training, one sequence pair of source "
-            f"and target length L per step, {args.threads} threads "
-            "(`python benchmarks/long_inputs.py`).\n\n" + "\n".join(lines) + "\n")
+            f"and target length L per step, {args.threads} threads, attention dropout "
+            f"{args.attention_dropout} (`python benchmarks/long_inputs.py`).\n\n" + "\n".join(lines) + "\n")
     print("\n".join(lines), file=sys.stderr)
     print(json.dumps(rows))
 

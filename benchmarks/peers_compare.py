@@ -71,10 +71,10 @@ def main() -> None:
                 continue
             p = json.loads(path.read_text())
             row.update({
-                f"{peer}_tok_s_median": p.get("median_step_tok_per_s"),
-                f"{peer}_tok_s_window": p.get("tok_per_s"),
+                f"{peer}_tok_s_median": round(float(p["median_step_tok_per_s"])),
+                f"{peer}_tok_s_window": round(float(p["tok_per_s"])),
                 f"{peer}_tok_per_step": p.get("tokens_per_step"),
-                f"{peer}_peak_rss_mb": p.get("peak_rss_mb"),
+                f"{peer}_peak_rss_mb": round(float(p["peak_rss_mb"])),
                 f"{peer}_cpu_pressure": p.get("cpu_pressure_share"),
                 f"ratio_vs_{peer}_median": round(float(h["train_tokens_per_s_median"])  # type: ignore[arg-type]
                                                  / float(p["median_step_tok_per_s"]), 2),
@@ -90,11 +90,11 @@ def main() -> None:
     for r in rows:
         lines.append(
             f"| {r['model']} | {r['heedful_tok_s_median']:,} / {r['heedful_tok_s_window']:,} | "
-            f"{r.get('joey_tok_s_median', '–')} / {r.get('joey_tok_s_window', '–')} | "
-            f"{r.get('onmt_tok_s_median', '–')} / {r.get('onmt_tok_s_window', '–')} | "
+            f"{r.get('joey_tok_s_median', '–'):,} / {r.get('joey_tok_s_window', '–'):,} | "
+            f"{r.get('onmt_tok_s_median', '–'):,} / {r.get('onmt_tok_s_window', '–'):,} | "
             f"{r.get('ratio_vs_joey_median', '–')}× | {r.get('ratio_vs_onmt_median', '–')}× | "
-            f"{r['heedful_peak_rss_mb']:,} / {r.get('joey_peak_rss_mb', '–')} / "
-            f"{r.get('onmt_peak_rss_mb', '–')} |")
+            f"{r['heedful_peak_rss_mb']:,} / {r.get('joey_peak_rss_mb', '–'):,} / "
+            f"{r.get('onmt_peak_rss_mb', '–'):,} |")
     (ROOT / "docs" / "peers.json").write_text(json.dumps(report, indent=1) + "\n")
     (ROOT / "docs" / "peers.md").write_text(
         f"Training throughput, target tokens/s, {args.threads} torch threads, updates "

@@ -111,6 +111,10 @@ class ModelConfig(_Strict):
     share_embeddings: bool = False
     """One embedding matrix for source and target (needs a joint tokenizer)."""
     dropout: float = Field(0.2, ge=0, lt=1)
+    attention_dropout: float | None = Field(None, ge=0, lt=1)
+    """Transformer only: dropout on the self-attention weights (``None`` = ``dropout``). 0
+    lets PyTorch's fused flash kernel run on CPU (it has no dropout), so attention memory
+    grows linearly, not quadratically, with length."""
     ff_dim: int | None = Field(None, gt=0)
     """Transformer only (required there): feed-forward size."""
     pre_norm: bool = True
@@ -259,6 +263,8 @@ def _check_cross_fields(cfg: Config) -> None:
             raise ValueError("model.input_feeding must be false for model.arch: transformer")
     elif m.ff_dim is not None:
         raise ValueError("model.ff_dim applies only to model.arch: transformer; remove it")
+    elif m.attention_dropout is not None:
+        raise ValueError("model.attention_dropout applies only to model.arch: transformer")
     if m.attention == "none" and m.input_feeding:
         raise ValueError(
             "model.input_feeding must be false with attention: none (input feeding passes "

@@ -115,7 +115,7 @@ def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int,
             src_vocab_size, tgt_vocab_size, cfg.hidden_dim, cfg.attention_heads, cfg.ff_dim,
             cfg.encoder_layers, cfg.decoder_layers, cfg.dropout, cfg.pre_norm,
             cfg.positions == "learned", cfg.max_positions, cfg.share_embeddings,
-            cfg.tie_output, PAD_ID)
+            cfg.tie_output, PAD_ID, cfg.attention_dropout)
         _init_weights(transformer)
         return transformer
     src_embed = nn.Embedding(src_vocab_size, cfg.embed_dim, padding_idx=PAD_ID)

@@ -49,10 +49,14 @@ class SelfAttention(nn.Module):
         if key_mask is not None:
             mask = key_mask[:, None, None, :]
         drop = self.dropout if self.training else 0.0
+        is_causal = False
         if causal and cache is None and t > 1:
-            causal_mask = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
-            mask = causal_mask if mask is None else mask & causal_mask
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
+            if mask is None:  # no (T, T) mask tensor: the kernels apply causality themselves
+                is_causal = True
+            else:
+                mask = mask & torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop,
+                                             is_causal=is_causal)
         return self.out(out.transpose(1, 2).reshape(b, t, d)), (k, v)
 
 
@@ -67,10 +71,11 @@ class FeedForward(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    def __init__(self, dim: int, num_heads: int, ff_dim: int, dropout: float, pre_norm: bool
-                 ) -> None:
+    def __init__(self, dim: int, num_heads: int, ff_dim: int, dropout: float, pre_norm: bool,
+                 attention_dropout: float | None = None) -> None:
         super().__init__()
-        self.self_attn = SelfAttention(dim, num_heads, dropout)
+        self.self_attn = SelfAttention(
+            dim, num_heads, dropout if attention_dropout is None else attention_dropout)
         self.ff = FeedForward(dim, ff_dim, dropout)
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.drop = nn.Dropout(dropout)
@@ -85,10 +90,11 @@ class EncoderLayer(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, dim: int, num_heads: int, ff_dim: int, dropout: float, pre_norm: bool
-                 ) -> None:
+    def __init__(self, dim: int, num_heads: int, ff_dim: int, dropout: float, pre_norm: bool,
+                 attention_dropout: float | None = None) -> None:
         super().__init__()
-        self.self_attn = SelfAttention(dim, num_heads, dropout)
+        self.self_attn = SelfAttention(
+            dim, num_heads, dropout if attention_dropout is None else attention_dropout)
         self.cross_attn = MultiHeadAttention(dim, dim, num_heads)
         self.ff = FeedForward(dim, ff_dim, dropout)
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
@@ -156,7 +162,7 @@ class TransformerSeq2Seq(StepFromDecode, nn.Module):
     def __init__(self, src_vocab: int, tgt_vocab: int, dim: int, num_heads: int, ff_dim: int,
                  encoder_layers: int, decoder_layers: int, dropout: float, pre_norm: bool,
                  learned_positions: bool, max_positions: int, share_embeddings: bool,
-                 tie_output: bool, pad_id: int) -> None:
+                 tie_output: bool, pad_id: int, attention_dropout: float | None = None) -> None:
         super().__init__()
         self.dim = dim
         self.src_embed = nn.Embedding(src_vocab, dim, padding_idx=pad_id)
@@ -168,9 +174,11 @@ class TransformerSeq2Seq(StepFromDecode, nn.Module):
         else:
             self.register_buffer("position_table", sinusoidal_positions(max_positions, dim),
                                  persistent=False)
-        self.encoder = nn.ModuleList(EncoderLayer(dim, num_heads, ff_dim, dropout, pre_norm)
+        self.encoder = nn.ModuleList(EncoderLayer(dim, num_heads, ff_dim, dropout, pre_norm,
+                                                  attention_dropout)
                                      for _ in range(encoder_layers))
-        self.decoder = nn.ModuleList(DecoderLayer(dim, num_heads, ff_dim, dropout, pre_norm)
+        self.decoder = nn.ModuleList(DecoderLayer(dim, num_heads, ff_dim, dropout, pre_norm,
+                                                  attention_dropout)
                                      for _ in range(decoder_layers))
         self.encoder_norm = nn.LayerNorm(dim) if pre_norm else nn.Identity()
         self.decoder_norm = nn.LayerNorm(dim) if pre_norm else nn.Identity()
