@@ -129,7 +129,8 @@ def main() -> None:
         (DOCS / "long_inputs.md").write_text(
             "Transformer (3+3, d 256, 4 heads, ff 1024) training, one sequence pair of source "
             f"and target length L per step, {args.threads} threads, attention dropout "
-            f"{args.attention_dropout} (`python benchmarks/long_inputs.py`).\n\n" + "\n".join(lines) + "\n")
+            f"{args.attention_dropout} (`python benchmarks/long_inputs.py`).\n\n"
+            + "\n".join(lines) + "\n")
     print("\n".join(lines), file=sys.stderr)
     print(json.dumps(rows))
 
