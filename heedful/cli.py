@@ -335,7 +335,7 @@ def _cmd_translate(args: argparse.Namespace) -> int:
     from heedful.translator import Translator
 
     translator = Translator.from_checkpoints(args.run_dir)
-    if args.quantize:
+    if getattr(args, "quantize", None):
         translator.quantize(args.quantize)
     lines = _read_input(args.input)
     results = translator.translate(lines, progress=args.output is not None, **_decode_kwargs(args))
@@ -380,7 +380,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     edges = _edges(args.buckets) if args.by_length else ()
     translator = Translator.from_checkpoints(args.run_dir)
-    if args.quantize:
+    if getattr(args, "quantize", None):
         translator.quantize(args.quantize)
     src, ref = _eval_files(args, translator)
     gold = None
@@ -511,7 +511,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     for label, run in zip(labels, args.run_dirs, strict=True):
         translator = Translator.from_checkpoint(run)
-        if args.quantize:
+        if getattr(args, "quantize", None):
             translator.quantize(args.quantize)
         src, ref = _eval_files(args, translator)
         hyps = translator.translate_lines(src, progress=not args.json, **_decode_kwargs(args))
@@ -547,7 +547,7 @@ def _cmd_align(args: argparse.Namespace) -> int:
 
     run_dir = resolve_run_dir(args.run_dir)
     translator = Translator.from_checkpoint(run_dir)
-    if args.quantize:
+    if getattr(args, "quantize", None):
         translator.quantize(args.quantize)
     if args.tune:
         dev_name, dev_src, dev_tgt, dev_sure, dev_possible = _dev_gold(args, translator)
@@ -646,7 +646,7 @@ def _cmd_attention(args: argparse.Namespace) -> int:
     from heedful.viz import attention_html, plot_attention, plot_attention_grid
 
     translator = Translator.from_checkpoint(args.run_dir)
-    if args.quantize:
+    if getattr(args, "quantize", None):
         translator.quantize(args.quantize)
     result = translator.translate([args.sentence], return_attention=True, **_decode_kwargs(args))[0]
     if result.attention is None:
@@ -812,7 +812,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     if args.context_turns < 1:
         raise ConfigError(f"--context-turns must be at least 1 (got {args.context_turns})")
     translator = Translator.from_checkpoint(args.run_dir)
-    if args.quantize:
+    if getattr(args, "quantize", None):
         translator.quantize(args.quantize)
     decode = _decode_kwargs(args)
     translator.decode_options(**decode)  # bad options fail before the first turn
