@@ -399,15 +399,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     report: dict[str, Any] = {
         **scores.as_dict(), "beam_size": opts.beam_size, "decode_seconds": round(seconds, 2),
         "sentences_per_second": round(len(src) / seconds, 2)}
-    if args.rouge:
-        from heedful.evaluate import score_rouge
-
-        report["rouge"] = score_rouge(hyps, ref)
-    if args.distinct:
-        from heedful.dialogue import distinct_n
-
-        report["distinct_1"] = round(distinct_n(hyps, 1), 4)
-        report["distinct_2"] = round(distinct_n(hyps, 2), 4)
+    report.update(_output_metrics(args, hyps, ref))
     if args.perplexity:
         report["perplexity"] = _perplexity(translator, src, ref)
     if not args.json:
@@ -450,6 +442,22 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report))
     return 0
+
+
+def _output_metrics(args: argparse.Namespace, hyps: list[str], refs: list[str]
+                    ) -> dict[str, Any]:
+    """The optional metrics of evaluate/metrics: ROUGE (--rouge), distinct-1/2 (--distinct)."""
+    report: dict[str, Any] = {}
+    if args.rouge:
+        from heedful.evaluate import score_rouge
+
+        report["rouge"] = score_rouge(hyps, refs)
+    if args.distinct:
+        from heedful.dialogue import distinct_n
+
+        report["distinct_1"] = round(distinct_n(hyps, 1), 4)
+        report["distinct_2"] = round(distinct_n(hyps, 2), 4)
+    return report
 
 
 def _perplexity(translator: Any, src: list[str], ref: list[str]) -> float:
@@ -765,16 +773,7 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     corpus = read_parallel(args.hypotheses, args.references)
     hyps, refs = corpus.src, corpus.tgt
     scores = score_corpus(hyps, refs)
-    report: dict[str, Any] = scores.as_dict()
-    if args.rouge:
-        from heedful.evaluate import score_rouge
-
-        report["rouge"] = score_rouge(hyps, refs)
-    if args.distinct:
-        from heedful.dialogue import distinct_n
-
-        report["distinct_1"] = round(distinct_n(hyps, 1), 4)
-        report["distinct_2"] = round(distinct_n(hyps, 2), 4)
+    report: dict[str, Any] = {**scores.as_dict(), **_output_metrics(args, hyps, refs)}
     if args.json:
         print(json.dumps(report))
         return 0

@@ -66,18 +66,22 @@ def transformer_small() -> Config:
     }, "preset transformer-small")
 
 
+def _built_corpus(folder: str) -> dict[str, object]:
+    """The data section for a corpus `heedful data` wrote into ``folder``."""
+    return {"dataset": None,
+            "train": {"src": f"{folder}/train.src.gz", "tgt": f"{folder}/train.tgt.gz"},
+            "dev": {"src": f"{folder}/dev.src", "tgt": f"{folder}/dev.tgt"},
+            "test": {"src": f"{folder}/test.src", "tgt": f"{folder}/test.tgt"}}
+
+
 def summarize() -> Config:
     """Summarization (Debian package description -> synopsis): bi-GRU 2x128, GRU 256,
     coverage attention with the pointer-generator copy mechanism (See et al. 2017), coverage
     loss from step 1200, 1,000 warm-up steps; data from `heedful data debian-desc` in
     data/debian-desc-summ."""
-    folder = "data/debian-desc-summ"
     return config_from_dict({
         "name": "summarize",
-        "data": {"dataset": None,
-                 "train": {"src": f"{folder}/train.src.gz", "tgt": f"{folder}/train.tgt.gz"},
-                 "dev": {"src": f"{folder}/dev.src", "tgt": f"{folder}/dev.tgt"},
-                 "test": {"src": f"{folder}/test.src", "tgt": f"{folder}/test.tgt"},
+        "data": {**_built_corpus("data/debian-desc-summ"),
                  "max_src_len": 400, "max_tgt_len": 64, "dev_limit": 300},
         "tokenizer": {"vocab_size": 8000},
         "model": {"rnn_type": "gru", "embed_dim": 128, "hidden_dim": 256,
@@ -97,13 +101,9 @@ def dialogue() -> Config:
     data/chatterbot: bi-GRU 2x128, GRU 256, dot attention, a 2k joint vocabulary with the
     turn separator <sep> as one piece; nucleus sampling (top-p 0.9, temperature 0.8) with
     no repeated trigrams."""
-    folder = "data/chatterbot"
     return config_from_dict({
         "name": "dialogue",
-        "data": {"dataset": None,
-                 "train": {"src": f"{folder}/train.src.gz", "tgt": f"{folder}/train.tgt.gz"},
-                 "dev": {"src": f"{folder}/dev.src", "tgt": f"{folder}/dev.tgt"},
-                 "test": {"src": f"{folder}/test.src", "tgt": f"{folder}/test.tgt"}},
+        "data": _built_corpus("data/chatterbot"),
         "tokenizer": {"vocab_size": 2000, "user_symbols": ["<sep>"]},
         "model": {"rnn_type": "gru", "embed_dim": 128, "hidden_dim": 256, "attention": "dot",
                   "input_feeding": False, "share_embeddings": True, "dropout": 0.3},

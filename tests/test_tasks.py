@@ -246,3 +246,14 @@ def test_evaluate_reports_distinct_and_perplexity(dialogue_run: Path, capsys) ->
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert 0 <= report["distinct_1"] <= 1 and 0 <= report["distinct_2"] <= 1
     assert report["perplexity"] > 1
+
+
+def test_metrics_command_scores_any_output_file(tmp_path: Path, capsys) -> None:
+    (tmp_path / "hyp").write_text("the cat sat\na dog\n", encoding="utf-8")
+    (tmp_path / "ref").write_text("the cat sat\nthe dog\n", encoding="utf-8")
+    assert main(["metrics", str(tmp_path / "hyp"), str(tmp_path / "ref"), "--rouge",
+                 "--distinct", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["rouge"]["rouge1"] == pytest.approx(100 * (1 + 0.5) / 2)  # F1 1.0 and 0.5
+    assert report["distinct_1"] == 1.0 and report["distinct_2"] == 1.0
+    assert report["num_sentences"] == 2
