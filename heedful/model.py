@@ -22,6 +22,7 @@ from heedful.attention import build_attention
 from heedful.config import ModelConfig
 from heedful.copy import PointerGenerator, extend_source
 from heedful.decoding import StepFromDecode
+from heedful.dropout import Dropout
 from heedful.rnn import RNNDecoder, RNNDecoderState, RNNEncoder
 from heedful.tokenizer import PAD_ID, UNK_ID
 from heedful.transformer import TransformerSeq2Seq
@@ -51,7 +52,7 @@ class Seq2Seq(StepFromDecode, nn.Module):
         super().__init__()
         self.src_embed, self.tgt_embed = src_embed, tgt_embed
         self.encoder, self.decoder, self.output = encoder, decoder, output
-        self.embed_dropout = nn.Dropout(dropout)
+        self.embed_dropout = Dropout(dropout)
         self.copy = copy
         if copy is not None:
             # source id -> target id of the same piece, -1 if missing; saved with the weights

@@ -114,6 +114,23 @@ def dialogue() -> Config:
     }, "preset dialogue")
 
 
+def bench_rnn() -> Config:
+    """`heedful bench`'s rnn configuration as the peers train it: rnn-additive with dropout
+    0.2, Adam at a constant 1e-3, 4,096-token batches (train its decoding-benchmark model
+    with this)."""
+    from heedful.bench import bench_config
+
+    return bench_config("rnn")
+
+
+def bench_transformer() -> Config:
+    """`heedful bench`'s transformer configuration as the peers train it: transformer-small
+    with dropout 0.1, Adam at a constant 1e-3, 4,096-token batches."""
+    from heedful.bench import bench_config
+
+    return bench_config("transformer")
+
+
 PRESETS: dict[str, Callable[[], Config]] = {
     "quickstart": quickstart,
     "rnn-scaled-dot": rnn_scaled_dot,
@@ -122,6 +139,8 @@ PRESETS: dict[str, Callable[[], Config]] = {
     "transformer-small": transformer_small,
     "summarize": summarize,
     "dialogue": dialogue,
+    "bench-rnn": bench_rnn,
+    "bench-transformer": bench_transformer,
 }
 
 

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from heedful.attention import Attention, AttentionState
+from heedful.dropout import Dropout
 
 _RNNS: dict[str, type[nn.LSTM] | type[nn.GRU]] = {"lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -115,7 +116,7 @@ class RNNDecoder(nn.Module):
         self.bridge_h = nn.Linear(memory_dim, num_layers * hidden_dim)
         self.bridge_c = nn.Linear(memory_dim, num_layers * hidden_dim) if self.is_lstm else None
         self.combine = nn.Linear(2 * hidden_dim, hidden_dim, bias=False) if attention else None
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def init_state(self, memory: Tensor, src_mask: Tensor, final_h: Tensor,
                    final_c: Tensor | None) -> RNNDecoderState:

@@ -21,6 +21,8 @@ from torch import Tensor, nn
 
 from heedful.attention import AttentionState, MultiHeadAttention
 from heedful.decoding import StepFromDecode
+from heedful.dropout import Dropout
+from heedful.dropout import dropout as drop_elements
 
 
 class SelfAttention(nn.Module):
@@ -55,15 +57,34 @@ class SelfAttention(nn.Module):
                 is_causal = True
             else:
                 mask = mask & torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop,
-                                             is_causal=is_causal)
+        if drop > 0.0 and x.device.type == "cpu":
+            out = _attention_with_dropout(q, k, v, mask, is_causal, drop)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop,
+                                                 is_causal=is_causal)
         return self.out(out.transpose(1, 2).reshape(b, t, d)), (k, v)
+
+
+def _attention_with_dropout(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None,
+                            is_causal: bool, p: float) -> Tensor:
+    """softmax(q k^T / sqrt(d) + mask) with dropout, times v: (B, H, Tq, Dh).
+
+    What SDPA's math kernel does with dropout_p > 0 (its only CPU path then), with the cheap
+    dropout mask of :mod:`heedful.dropout` instead of ``bernoulli_``.
+    """
+    scores = torch.matmul(q, k.transpose(-2, -1)) * (q.size(-1) ** -0.5)  # (B, H, Tq, Tk)
+    if is_causal:
+        tq, tk = scores.shape[-2:]
+        mask = torch.ones(tq, tk, dtype=torch.bool, device=q.device).tril()
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.matmul(drop_elements(torch.softmax(scores, -1), p), v)
 
 
 class FeedForward(nn.Module):
     def __init__(self, dim: int, ff_dim: int, dropout: float) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim, ff_dim), nn.ReLU(), nn.Dropout(dropout),
+        self.net = nn.Sequential(nn.Linear(dim, ff_dim), nn.ReLU(), Dropout(dropout),
                                  nn.Linear(ff_dim, dim))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -78,7 +99,7 @@ class EncoderLayer(nn.Module):
             dim, num_heads, dropout if attention_dropout is None else attention_dropout)
         self.ff = FeedForward(dim, ff_dim, dropout)
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.pre_norm = pre_norm
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
@@ -98,7 +119,7 @@ class DecoderLayer(nn.Module):
         self.cross_attn = MultiHeadAttention(dim, dim, num_heads)
         self.ff = FeedForward(dim, ff_dim, dropout)
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.pre_norm = pre_norm
 
     def forward(self, x: Tensor, memory: Tensor, memory_mask: Tensor, cross: AttentionState,
@@ -185,7 +206,7 @@ class TransformerSeq2Seq(StepFromDecode, nn.Module):
         self.output = nn.Linear(dim, tgt_vocab)
         if tie_output:
             self.output.weight = self.tgt_embed.weight
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def _embed(self, embedding: nn.Embedding, ids: Tensor, start: int) -> Tensor:
         t = ids.size(1)

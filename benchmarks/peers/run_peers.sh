@@ -18,6 +18,7 @@
 #   WARMUP_STEPS / MEASURE_STEPS  throughput window           [20 / 200]
 #   BUDGET_MIN    wall-clock training budget per model (train stage) [20]
 #   BUDGET_S      the same in seconds (overrides BUDGET_MIN)
+#   BUDGET_STEPS  stop the train stage after this many updates instead (0 = wall clock only) [0]
 #   DEC_BATCH     decoding batch size in sentences            [64]
 #   MAX_OUT       max output length in pieces when decoding   [200]
 #   TEST_SLICE    decode only the first N test sentences (0 = all) [0]
@@ -148,6 +149,7 @@ run_train() {  # peer model kind(tput|budget)
     steps=$((WARMUP_STEPS + MEASURE_STEPS))
   else
     steps=100000000; budget_arg=(--budget-s "${BUDGET_S:-$((BUDGET_MIN * 60))}")
+    [ "${BUDGET_STEPS:-0}" -gt 0 ] && budget_arg=(--budget-steps "$BUDGET_STEPS")
   fi
   local cfg; cfg="$(cfg_for "$peer" "$model" "$dir/model" "$steps" 20 1 "\"$(prep_dir)/dev.sp\"" null null)"  || return 1
   [ "$peer" = onmt ] && mkdir -p "$dir/model"
