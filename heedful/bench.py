@@ -128,8 +128,11 @@ def bench_training(config: Config, steps: int, warmup: int, compile_model: bool 
 
 
 def bench_decoding(model_dir: str, limit: int | None, quantize: str | None = None,
-                   batch_size: int = 64) -> dict[str, Any]:
-    """Greedy and beam-5 decoding of the bible-es-en test set with a trained model."""
+                   batch_size: int = 64, beam_stop: str = "top_finished") -> dict[str, Any]:
+    """Greedy and beam-5 decoding of the bible-es-en test set with a trained model.
+
+    ``beam_stop``: the beam search's stopping rule (``decode.beam_stop``); the default is
+    the peers' rule, so both sides search equally far."""
     from heedful.data import load_split
     from heedful.evaluate import score_corpus
     from heedful.translator import Translator
@@ -141,11 +144,13 @@ def bench_decoding(model_dir: str, limit: int | None, quantize: str | None = Non
     assert test is not None
     src, ref = test.src[:limit], test.tgt[:limit]
     out: dict[str, Any] = {"decode_model": model_dir, "decode_sentences": len(src),
-                           "decode_quantize": quantize}
+                           "decode_quantize": quantize, "decode_beam_stop": beam_stop}
     for beam in (1, 5):
-        translator.translate(src[:16], beam_size=beam, batch_size=batch_size)  # warm-up
+        options: dict[str, Any] = {"beam_size": beam, "batch_size": batch_size,
+                                   "beam_stop": beam_stop}
+        translator.translate(src[:16], **options)  # warm-up
         start = time.perf_counter()
-        results = translator.translate(src, beam_size=beam, batch_size=batch_size)
+        results = translator.translate(src, **options)
         seconds = time.perf_counter() - start
         written = sum(len([p for p in r.tgt_pieces if p != "</s>"]) for r in results)
         name = "greedy" if beam == 1 else f"beam{beam}"
@@ -159,14 +164,15 @@ def bench_decoding(model_dir: str, limit: int | None, quantize: str | None = Non
 
 def run_one(name: str, steps: int, warmup: int, threads: int, model: str | None,
             test_limit: int | None, quantize: str | None, compile_model: bool,
-            profile: str | None, skip_training: bool) -> dict[str, Any]:
+            profile: str | None, skip_training: bool, beam_stop: str = "top_finished"
+            ) -> dict[str, Any]:
     torch.set_num_threads(threads)
     torch.set_num_interop_threads(1)
     report: dict[str, Any] = {"config": name, "threads": threads, "torch": torch.__version__}
     if not skip_training:
         report.update(bench_training(bench_config(name), steps, warmup, compile_model, profile))
     if model:
-        report.update(bench_decoding(model, test_limit, quantize))
+        report.update(bench_decoding(model, test_limit, quantize, beam_stop=beam_stop))
     return report
 
 

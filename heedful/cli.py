@@ -27,6 +27,9 @@ def _add_decode_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--beam-size", type=int, dest="beam_size")
     g.add_argument("--n-best", type=int, dest="n_best")
     g.add_argument("--length-penalty", type=float, dest="length_penalty")
+    g.add_argument("--beam-stop", choices=["certain", "top_finished"], dest="beam_stop",
+                   help="certain: until no beam can beat the finished ones; top_finished: "
+                        "when the best candidate ends (the peers' rule, faster)")
     g.add_argument("--max-len-a", type=float, dest="max_len_a")
     g.add_argument("--max-len-b", type=int, dest="max_len_b")
     g.add_argument("--batch-size", type=int, dest="batch_size")
@@ -83,7 +86,8 @@ def _align_settings(args: argparse.Namespace, run_dir: Path) -> Any:
 
 
 def _decode_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("beam_size", "n_best", "length_penalty", "max_len_a", "max_len_b", "batch_size",
+    keys = ("beam_size", "n_best", "length_penalty", "beam_stop", "max_len_a", "max_len_b",
+            "batch_size",
             "sample", "temperature", "top_k", "top_p", "repetition_penalty",
             "no_repeat_ngram_size", "seed")
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
@@ -267,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-limit", type=int, default=None, help="decode the first N test "
                                                                 "sentences only")
     p.add_argument("--quantize", choices=["int8"], help="decode with int8 dynamic quantization")
+    p.add_argument("--beam-stop", choices=["certain", "top_finished"], default="top_finished",
+                   help="beam search stopping rule (default top_finished, the peers' rule)")
     p.add_argument("--compile", action="store_true", help="train through torch.compile")
     p.add_argument("--profile", metavar="FILE",
                    help="also profile 5 updates (torch.profiler); top ops written to FILE")
@@ -856,7 +862,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         name = names[0]
         report = run_one(name, args.steps, args.warmup, args.threads, models[name],
                          args.test_limit, args.quantize, args.compile, args.profile,
-                         args.skip_training)
+                         args.skip_training, args.beam_stop)
         reports = [report]
     else:  # one fresh process per configuration: separate peak RSS
         reports = []
@@ -870,7 +876,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                                  else None)):
                 if value is not None:
                     argv += [flag, str(value)]
-            argv += ["--compile"] if args.compile else []
+            argv += ["--beam-stop", args.beam_stop, *(["--compile"] if args.compile else [])]
             argv += ["--skip-training"] if args.skip_training else []
             reports.append(run_isolated(name, argv))
     if args.json:

@@ -172,6 +172,11 @@ class DecodeConfig(_Strict):
     max_len_b: int = Field(10, ge=0)
     """Outputs are capped at max_len_a * source length + max_len_b subwords."""
     n_best: int = Field(1, gt=0)
+    beam_stop: Literal["certain", "top_finished"] = "certain"
+    """When beam search ends a sentence. ``certain``: once no hypothesis still in the beam
+    can beat the n-best finished ones (exact for the length penalty; may run longer).
+    ``top_finished``: once the best candidate of a step is EOS and n_best hypotheses have
+    finished (OpenNMT-py's and Joey NMT's rule; faster)."""
     batch_size: int = Field(64, gt=0)
     """Sentences per decoding batch."""
     sample: bool = False

@@ -124,12 +124,18 @@ def single_hypotheses(tokens: list[list[int]], scores: list[list[float]],
 @torch.inference_mode()
 def beam_search(model: Decodable, src: Tensor, src_mask: Tensor, max_len: Tensor,
                 beam_size: int, alpha: float = 1.0, n_best: int = 1,
-                return_attention: bool = False) -> list[list[Hypothesis]]:
+                return_attention: bool = False, stop: str = "certain"
+                ) -> list[list[Hypothesis]]:
     """Batched beam search; returns the ``n_best`` hypotheses of each sentence, best first.
 
     All beams of all unfinished sentences step together as one batch of n * k rows; a
-    sentence whose n-best list is certain (see the module docstring) leaves the batch.
+    sentence leaves the batch when its n-best list is certain (``stop="certain"``, see the
+    module docstring) or, with ``stop="top_finished"``, as soon as the best candidate of a
+    step is EOS and ``n_best`` hypotheses have finished (the peers' rule: all candidates of a
+    step have the same length, so the raw-score best is also the length-normalised best).
     """
+    if stop not in ("certain", "top_finished"):
+        raise ValueError(f"unknown beam stop rule {stop!r}; choose certain or top_finished")
     if n_best > beam_size:
         raise ValueError(f"n_best ({n_best}) cannot exceed beam_size ({beam_size})")
     k = beam_size
@@ -200,6 +206,11 @@ def beam_search(model: Decodable, src: Tensor, src_mask: Tensor, max_len: Tensor
                     if scores[i, b] > float("-inf"):
                         finalize(sent, hist_tok[i, b], hist_lp[i, b],
                                  None if hist_attn is None else hist_attn[i, b])
+                continue
+            if stop == "top_finished":
+                if bool(is_eos[i, 0]) and len(finished[sent]) >= n_best:
+                    continue
+                keep.append(i)
                 continue
             fin = sorted((h.norm_score for h in finished[sent]), reverse=True)
             if len(fin) >= n_best:

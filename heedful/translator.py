@@ -185,7 +185,8 @@ class Translator:
             if opts.beam_size == 1 and opts.n_best == 1:
                 return greedy_search(self.model, src_t, src_mask, caps, return_attention)
             return beam_search(self.model, src_t, src_mask, caps, opts.beam_size,
-                               opts.length_penalty, opts.n_best, return_attention)
+                               opts.length_penalty, opts.n_best, return_attention,
+                               stop=opts.beam_stop)
 
     def _copied_source_ids(self, src: list[list[int]]) -> list[int] | None:
         """Copy models: the source ids behind the batch's extra output ids (see

@@ -198,3 +198,43 @@ def test_n_best_larger_than_beam_is_an_error() -> None:
     src = torch.tensor([[A, EOS_ID]])
     with pytest.raises(ValueError, match="n_best \\(3\\) cannot exceed beam_size \\(2\\)"):
         beam_search(Oracle(), src, src != PAD_ID, torch.tensor([5]), 2, 0.0, 3)
+
+
+class CountingOracle(Oracle):
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def step(self, prev: torch.Tensor, state: OracleState, need_weights: bool = False):
+        self.steps += 1
+        return super().step(prev, state, need_weights)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 3.0])
+def test_top_finished_stops_when_the_best_candidate_ends(alpha: float) -> None:
+    src = torch.tensor([[A, EOS_ID]])
+    runs = {}
+    for stop in ("certain", "top_finished"):
+        model = CountingOracle()
+        hyps = beam_search(model, src, src != PAD_ID, torch.tensor([8]), 2, alpha, 1,
+                           stop=stop)[0]
+        runs[stop] = (model.steps, hyps[0].tokens)
+    # step 3's best candidate is B B EOS: the peers' rule ends there, with the same answer
+    assert runs["top_finished"] == (3, [B, B, EOS_ID])
+    assert runs["certain"][1] == [B, B, EOS_ID]
+    if alpha > 0:  # a strong length bonus: the exact rule must rule out longer ones first
+        assert runs["certain"][0] > 3
+
+
+def test_top_finished_is_exact_without_length_penalty() -> None:
+    # alpha = 0: scores only fall, so a best candidate that ends beats every alive one
+    model = CountingOracle()
+    src = torch.tensor([[A, EOS_ID]])
+    hyps = beam_search(model, src, src != PAD_ID, torch.tensor([5]), 16, 0.0, 1,
+                       stop="top_finished")[0]
+    assert hyps[0].tokens == brute_force(0.0, cap=5)[0][1]
+
+
+def test_unknown_stop_rule_is_an_error() -> None:
+    src = torch.tensor([[A, EOS_ID]])
+    with pytest.raises(ValueError, match="unknown beam stop rule 'never'"):
+        beam_search(Oracle(), src, src != PAD_ID, torch.tensor([5]), 2, 0.0, 1, stop="never")
