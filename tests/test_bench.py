@@ -82,3 +82,15 @@ def test_translate_cli_quantize_flag(capsys, tmp_path) -> None:
                  "--beam-size", "2", "--input", str(tmp_path / "in.txt")]) == 0
     record = json.loads(capsys.readouterr().out.strip())
     assert record["translation"]
+
+
+def test_decoding_measurement_on_the_shipped_model() -> None:
+    from heedful.bench import bench_decoding
+
+    report = bench_decoding("bible-es-en", limit=8, beam_stop="top_finished")
+    assert report["decode_sentences"] == 8 and report["decode_beam_stop"] == "top_finished"
+    for name in ("greedy", "beam5"):
+        assert report[f"{name}_sentences_per_s"] > 0 and report[f"{name}_tokens_per_s"] > 0
+        assert report[f"{name}_bleu"] > 5  # a trained model: real translations
+    table = format_table([{"config": "rnn", **report}])
+    assert "beam-5 tok/s" in table
