@@ -33,10 +33,15 @@ PEERS = ("joey", "onmt")
 MODELS = ("rnn", "transformer")
 
 
-def run_peers(test_slice: int, max_out: int, threads: int, env: dict[str, str]) -> Path:
+def run_peers(test_slice: int, max_out: int, threads: int, env: dict[str, str],
+              skip: list[str]) -> Path:
     env = {**env, "TEST_SLICE": str(test_slice), "MAX_OUT": str(max_out), "DEV_BEAM": "",
            "BEAMS": "1 5", "THREADS": str(threads)}
-    subprocess.run([str(HARNESS / "run_peers.sh"), "data", "decode"], env=env, check=True)
+    for peer in PEERS:
+        for model in MODELS:
+            if f"{peer}-{model}" not in skip:
+                subprocess.run([str(HARNESS / "run_peers.sh"), "data", "decode"],
+                               env={**env, "PEERS": peer, "MODELS": model}, check=True)
     work = Path(env.get("PEERS_WORK") or Path(env.get("PEERS_VENVS", "/tmp/peers")) / "work")
     return work / "results"
 
@@ -75,9 +80,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quantize", choices=["int8"], help="heedful decodes with int8 weights")
     ap.add_argument("--peers-results", help="reuse the JSON records of an earlier peers run")
+    ap.add_argument("--skip", action="append", default=[], metavar="PEER-MODEL",
+                    help="leave one peer model out, e.g. joey-transformer (repeatable)")
     args = ap.parse_args()
     results = (Path(args.peers_results) if args.peers_results
-               else run_peers(args.test_slice, args.max_out, args.threads, dict(os.environ)))
+               else run_peers(args.test_slice, args.max_out, args.threads, dict(os.environ),
+                              args.skip))
     runs = {"rnn": args.rnn_model, "transformer": args.transformer_model}
     ours = run_heedful(runs, args.test_slice, args.threads, args.quantize)
     name = f"test{args.test_slice}" if args.test_slice else "test"
