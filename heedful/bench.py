@@ -45,7 +45,8 @@ def bench_config(name: str) -> Config:
                         "warmup_steps": 0, "label_smoothing": 0.1}}
     if name == "rnn":
         base = get_preset("rnn-additive")
-        update: dict[str, Any] = {"model": {"dropout": 0.2}, **common}
+        # OpenNMT-py's mlp attention: a linear attentional state (see attentional_tanh)
+        update: dict[str, Any] = {"model": {"dropout": 0.2, "attentional_tanh": False}, **common}
         update["train"] = {**common["train"], "clip_norm": 5.0}
     elif name == "transformer":
         base = get_preset("transformer-small")

@@ -106,6 +106,11 @@ class ModelConfig(_Strict):
     vocabulary lacks, can be copied."""
     input_feeding: bool = True
     """Feed the attentional hidden state back as input (Luong 2015); off = faster."""
+    attentional_tanh: bool = True
+    """RNN: h~ = tanh(W_c [h; c]) (Luong 2015, Joey NMT) or, off, the linear W_c [h; c]
+    (OpenNMT-py's ``mlp`` attention). With additive attention, input feeding and a constant
+    learning rate without warm-up the tanh saturates within a few hundred updates (|h~| ~ 1
+    everywhere, the loss stuck at the unigram level; measured) — off avoids that."""
     tie_output: bool = False
     """Tie the output layer to the target embeddings (needs embed_dim == hidden_dim)."""
     share_embeddings: bool = False

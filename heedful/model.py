@@ -136,7 +136,8 @@ def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int,
                                     cfg.attention_heads or 1, cfg.local_window)
     decoder = RNNDecoder(cfg.embed_dim, cfg.hidden_dim, cfg.decoder_layers, cfg.rnn_type,
                          encoder.output_dim, attention,
-                         cfg.input_feeding and attention is not None, cfg.dropout)
+                         cfg.input_feeding and attention is not None, cfg.dropout,
+                         attentional_tanh=cfg.attentional_tanh)
     output = nn.Linear(cfg.hidden_dim, tgt_vocab_size, bias=True)
     if cfg.tie_output:
         output.weight = tgt_embed.weight

@@ -7,7 +7,8 @@ Decoder, per target step t (Luong's "global attention" with input feeding):
 
     h_t      = RNN([y_{t-1}; h~_{t-1}], h_{t-1})           (h~_{t-1} only with input feeding)
     c_t      = Attention(q = h_t, K = V = W_m enc)          (the injected attention module)
-    h~_t     = tanh(W_c [h_t; c_t])                         (the attentional hidden state)
+    h~_t     = tanh(W_c [h_t; c_t])                         (the attentional hidden state;
+                                                            linear without model.attentional_tanh)
     p(y_t)   = softmax(W_o h~_t)                            (in :mod:`heedful.model`)
 
 Without input feeding the RNN runs over the whole target sequence in one call and attention
@@ -99,7 +100,7 @@ class RNNDecoder(nn.Module):
 
     def __init__(self, embed_dim: int, hidden_dim: int, num_layers: int, rnn_type: str,
                  memory_dim: int, attention: Attention | None, input_feeding: bool,
-                 dropout: float) -> None:
+                 dropout: float, attentional_tanh: bool = True) -> None:
         super().__init__()
         if attention is None and input_feeding:
             raise ValueError("input feeding needs an attention module")
@@ -107,6 +108,7 @@ class RNNDecoder(nn.Module):
         self.is_lstm = rnn_type == "lstm"
         self.attention = attention
         self.input_feeding = input_feeding
+        self.attentional_tanh = attentional_tanh
         self.rnn = _RNNS[rnn_type](
             embed_dim + (hidden_dim if input_feeding else 0), hidden_dim, num_layers,
             batch_first=True, dropout=dropout if num_layers > 1 else 0.0)
@@ -151,7 +153,8 @@ class RNNDecoder(nn.Module):
         context, weights, attn_state = self.attention(
             rnn_out, state.memory, state.memory, state.src_mask, state.attention,
             need_weights=need_weights)
-        return torch.tanh(self.combine(torch.cat([rnn_out, context], -1))), weights, attn_state
+        combined = self.combine(torch.cat([rnn_out, context], -1))
+        return (torch.tanh(combined) if self.attentional_tanh else combined), weights, attn_state
 
     def forward(self, emb: Tensor, state: RNNDecoderState, need_weights: bool = False
                 ) -> tuple[Tensor, Tensor | None, RNNDecoderState]:

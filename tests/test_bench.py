@@ -21,8 +21,31 @@ def test_rnn_configuration_is_the_peers_shape() -> None:
     assert m.encoder_hidden_dim is None  # 256 / 2 = 128 per direction
     assert (t.batch_tokens, t.lr, t.schedule, t.label_smoothing) == (4096, 1e-3, "constant", 0.1)
     assert cfg.tokenizer.vocab_size == 8000 and cfg.tokenizer.joint
+    assert not m.attentional_tanh  # OpenNMT-py's mlp attention: a linear attentional state
     model = build_model(m, 8000, 8000)
     assert model.encoder.rnn.hidden_size == 128  # type: ignore[union-attr]
+
+
+def test_attentional_tanh_off_is_the_same_state_before_tanh() -> None:
+    import torch
+
+    from heedful.config import ModelConfig
+
+    base = dict(embed_dim=16, hidden_dim=32, attention="additive", input_feeding=False,
+                dropout=0.0)
+    torch.manual_seed(0)
+    with_tanh = build_model(ModelConfig(**base), 50, 50).eval()
+    linear = build_model(ModelConfig(**base, attentional_tanh=False), 50, 50).eval()
+    linear.load_state_dict(with_tanh.state_dict())  # same weights, no extra parameters
+    src = torch.randint(4, 50, (3, 7))
+    tgt = torch.randint(4, 50, (3, 5))
+    mask = torch.ones(3, 7, dtype=torch.bool)
+    states = []
+    for model in (with_tanh, linear):
+        state = model.init_state(model.encode(src, mask))  # type: ignore[arg-type]
+        out, _, _ = model.decoder(model.tgt_embed(tgt), state)  # type: ignore[operator]
+        states.append(out)
+    assert torch.allclose(states[0], torch.tanh(states[1]), atol=1e-6)
 
 
 def test_transformer_configuration_is_the_peers_shape() -> None:
