@@ -14,7 +14,7 @@ the given runs on the same sentences (batch 64, the peers' beam stopping rule). 
 JSON object and a table of sentences/s, output tokens/s (subwords written, EOS not counted),
 BLEU (sacrebleu 13a on detokenized output, as the harness scores the peers) and the ratios
 heedful / peer. ``--peers-results DIR`` reuses an earlier peers run. Writes
-docs/peers_decode.md and docs/peers_decode.json.
+docs/peers_decode.md and .json (docs/peers_decode_int8.* with ``--quantize int8``).
 """
 
 from __future__ import annotations
@@ -135,8 +135,9 @@ def main() -> None:
             f"{r['heedful_bleu']} | {cell(r, 'joey')} | {cell(r, 'onmt')} | "
             f"{r.get('sent_ratio_vs_joey', '–')}×, {r.get('tok_ratio_vs_joey', '–')}× | "
             f"{r.get('sent_ratio_vs_onmt', '–')}×, {r.get('tok_ratio_vs_onmt', '–')}× |")
-    (ROOT / "docs" / "peers_decode.json").write_text(json.dumps(report, indent=1) + "\n")
-    (ROOT / "docs" / "peers_decode.md").write_text(
+    out = ROOT / "docs" / ("peers_decode_int8" if args.quantize else "peers_decode")
+    out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+    out.with_suffix(".md").write_text(
         f"Decoding, first {args.test_slice or 'all'} bible-es-en test sentences, batch 64, "
         f"{args.threads} torch threads, peers capped at {args.max_out} pieces "
         "(`python benchmarks/peers_decode.py`).\n\n" + "\n".join(lines) + "\n")
