@@ -22,10 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-HARNESS = ROOT / "benchmarks" / "peers"
-PEERS = ("joey", "onmt")
-MODELS = ("rnn", "transformer")
+from peers_report import HARNESS, MODELS, PEERS, write_report
 
 
 def run_peers(steps: int, warmup: int, threads: int, env: dict[str, str]) -> Path:
@@ -95,14 +92,10 @@ def main() -> None:
             f"{r.get('ratio_vs_joey_median', '–')}× | {r.get('ratio_vs_onmt_median', '–')}× | "
             f"{r['heedful_peak_rss_mb']:,} / {r.get('joey_peak_rss_mb', '–'):,} / "
             f"{r.get('onmt_peak_rss_mb', '–'):,} |")
-    (ROOT / "docs" / "peers.json").write_text(json.dumps(report, indent=1) + "\n")
-    (ROOT / "docs" / "peers.md").write_text(
-        f"Training throughput, target tokens/s, {args.threads} torch threads, updates "
-        f"{args.warmup + 1}–{args.warmup + args.steps} at 4,096-token batches "
-        "(`python benchmarks/peers_compare.py`).\n\n" + "\n".join(lines) + "\n")
-    print("\n".join(lines), file=sys.stderr)
-    print(json.dumps(report))
-
+    write_report("peers",
+                 f"Training throughput, target tokens/s, {args.threads} torch threads, updates "
+                 f"{args.warmup + 1}–{args.warmup + args.steps} at 4,096-token batches "
+                 "(`python benchmarks/peers_compare.py`).", lines, report)
 
 if __name__ == "__main__":
     main()

@@ -27,10 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-HARNESS = ROOT / "benchmarks" / "peers"
-PEERS = ("joey", "onmt")
-MODELS = ("rnn", "transformer")
+from peers_report import HARNESS, MODELS, PEERS, write_report
 
 
 def run_peers(test_slice: int, max_out: int, threads: int, env: dict[str, str],
@@ -135,15 +132,10 @@ def main() -> None:
             f"{r['heedful_bleu']} | {cell(r, 'joey')} | {cell(r, 'onmt')} | "
             f"{r.get('sent_ratio_vs_joey', '–')}×, {r.get('tok_ratio_vs_joey', '–')}× | "
             f"{r.get('sent_ratio_vs_onmt', '–')}×, {r.get('tok_ratio_vs_onmt', '–')}× |")
-    out = ROOT / "docs" / ("peers_decode_int8" if args.quantize else "peers_decode")
-    out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
-    out.with_suffix(".md").write_text(
-        f"Decoding, first {args.test_slice or 'all'} bible-es-en test sentences, batch 64, "
-        f"{args.threads} torch threads, peers capped at {args.max_out} pieces "
-        "(`python benchmarks/peers_decode.py`).\n\n" + "\n".join(lines) + "\n")
-    print("\n".join(lines), file=sys.stderr)
-    print(json.dumps(report))
-
+    write_report("peers_decode_int8" if args.quantize else "peers_decode",
+                 f"Decoding, first {args.test_slice or 'all'} bible-es-en test sentences, "
+                 f"batch 64, {args.threads} torch threads, peers capped at {args.max_out} "
+                 "pieces (`python benchmarks/peers_decode.py`).", lines, report)
 
 if __name__ == "__main__":
     main()

@@ -14,6 +14,8 @@ backward. On other devices (CUDA has a fused dropout kernel) it defers to ``F.dr
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -23,9 +25,7 @@ _LEVELS = 1 << 16
 
 def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.device) -> Tensor:
     """A bool tensor of ``shape``, each element True with probability 1 - p (independent)."""
-    n = 1
-    for size in shape:
-        n *= size
+    n = math.prod(shape)
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
     words.random_(-(1 << 63), (1 << 63) - 1)  # the whole int64 range: 4 uniform int16 each
     threshold = round(p * _LEVELS) - _LEVELS // 2
