@@ -67,8 +67,13 @@ def peak_rss_mb() -> float:
 
 
 def bench_training(config: Config, steps: int, warmup: int, compile_model: bool = False,
-                   profile: str | None = None) -> dict[str, Any]:
-    """Timed optimizer updates; see the module docstring for what is counted."""
+                   profile: str | None = None, precision: str = "fp32") -> dict[str, Any]:
+    """Timed optimizer updates; see the module docstring for what is counted.
+
+    ``precision``: ``fp32``, or ``bf16`` for autocast mixed precision (as ``train.precision``:
+    bf16 matrix products, fp32 weights, optimizer and loss reductions)."""
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"unknown precision {precision!r}; choose fp32 or bf16")
     from heedful.data import BatchStream
     from heedful.model import build_model, count_parameters
     from heedful.tokenizer import BOS_ID, EOS_ID, PAD_ID
@@ -89,7 +94,8 @@ def bench_training(config: Config, steps: int, warmup: int, compile_model: bool 
         batch = next(stream)
         start = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        loss = loss_sum(forward, batch, config.train.label_smoothing)  # type: ignore[arg-type]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = loss_sum(forward, batch, config.train.label_smoothing)  # type: ignore[arg-type]
         (loss / batch.num_tgt_tokens).backward()
         if config.train.clip_norm:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.clip_norm)
@@ -108,6 +114,7 @@ def bench_training(config: Config, steps: int, warmup: int, compile_model: bool 
     report: dict[str, Any] = {
         "parameters": count_parameters(model),
         "train_steps_measured": steps,
+        "train_precision": precision,
         "train_tokens_per_s_median": round(statistics.median(rates)),
         "train_tokens_per_s_window": round(sum(tokens) / sum(times)),
         "train_step_s_median": round(statistics.median(times), 3),
@@ -165,13 +172,14 @@ def bench_decoding(model_dir: str, limit: int | None, quantize: str | None = Non
 
 def run_one(name: str, steps: int, warmup: int, threads: int, model: str | None,
             test_limit: int | None, quantize: str | None, compile_model: bool,
-            profile: str | None, skip_training: bool, beam_stop: str = "top_finished"
-            ) -> dict[str, Any]:
+            profile: str | None, skip_training: bool, beam_stop: str = "top_finished",
+            precision: str = "fp32") -> dict[str, Any]:
     torch.set_num_threads(threads)
     torch.set_num_interop_threads(1)
     report: dict[str, Any] = {"config": name, "threads": threads, "torch": torch.__version__}
     if not skip_training:
-        report.update(bench_training(bench_config(name), steps, warmup, compile_model, profile))
+        report.update(bench_training(bench_config(name), steps, warmup, compile_model, profile,
+                                     precision))
     if model:
         report.update(bench_decoding(model, test_limit, quantize, beam_stop=beam_stop))
     return report

@@ -273,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantize", choices=["int8"], help="decode with int8 dynamic quantization")
     p.add_argument("--beam-stop", choices=["certain", "top_finished"], default="top_finished",
                    help="beam search stopping rule (default top_finished, the peers' rule)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="training arithmetic: fp32 (default, as the peers on a CPU) or bf16 "
+                        "autocast (as train.precision=bf16)")
     p.add_argument("--compile", action="store_true", help="train through torch.compile")
     p.add_argument("--profile", metavar="FILE",
                    help="also profile 5 updates (torch.profiler); top ops written to FILE")
@@ -862,7 +865,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         name = names[0]
         report = run_one(name, args.steps, args.warmup, args.threads, models[name],
                          args.test_limit, args.quantize, args.compile, args.profile,
-                         args.skip_training, args.beam_stop)
+                         args.skip_training, args.beam_stop, args.precision)
         reports = [report]
     else:  # one fresh process per configuration: separate peak RSS
         reports = []
@@ -876,7 +879,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                                  else None)):
                 if value is not None:
                     argv += [flag, str(value)]
-            argv += ["--beam-stop", args.beam_stop, *(["--compile"] if args.compile else [])]
+            argv += ["--beam-stop", args.beam_stop, "--precision", args.precision,
+                     *(["--compile"] if args.compile else [])]
             argv += ["--skip-training"] if args.skip_training else []
             reports.append(run_isolated(name, argv))
     if args.json:

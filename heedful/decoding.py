@@ -2,7 +2,8 @@
 
 A model offers ``encode(src, src_mask)``, ``init_state(encoder_output)`` and
 ``step(prev_tokens (B,), state, need_weights) -> (log_probs (B, V), state, attention
-(B, L, H, S) | None)``; a state offers ``select(index)``. Nothing here knows the architecture.
+(B, L, H, S) | None)``; a state offers ``select(index)`` (and may offer ``repeat_rows(n, k)``,
+see :func:`repeat_rows`). Nothing here knows the architecture.
 
 Scores are sums of token log-probabilities; beam search ranks finished hypotheses by
 score / lp(length) with the GNMT length penalty lp(n) = ((5 + n) / 6) ** alpha (Wu et al.
@@ -65,6 +66,18 @@ class Hypothesis:
     norm_score: float
     token_scores: list[float] = field(default_factory=list)
     attention: Tensor | None = None
+
+
+def repeat_rows(state: Any, n: int, k: int) -> Any:
+    """Each of the state's n rows k times in a row: n -> n * k rows, sentence-major.
+
+    A state that can keep per-sentence tensors shared by its k copies (the Transformer's
+    encoder memory and cross-attention keys/values) offers ``repeat_rows(n, k)``; any other
+    is gathered row by row with ``select``.
+    """
+    if k > 1 and hasattr(state, "repeat_rows"):
+        return state.repeat_rows(n, k)
+    return state.select(torch.arange(n).repeat_interleave(k))
 
 
 def length_penalty(length: int | Tensor, alpha: float) -> Any:
@@ -142,7 +155,7 @@ def beam_search(model: Decodable, src: Tensor, src_mask: Tensor, max_len: Tensor
     n_total = src.size(0)
     src_lens = src_mask.sum(1).tolist()
     state = model.init_state(model.encode(src, src_mask))
-    state = state.select(torch.arange(n_total).repeat_interleave(k))
+    state = repeat_rows(state, n_total, k)
     sents = list(range(n_total))  # sentence id of each active batch slot
     scores = torch.full((n_total, k), float("-inf"))
     scores[:, 0] = 0.0  # only the first beam is alive at t = 0

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from heedful.decoding import repeat_rows
+
 
 @dataclass
 class EnsembleState:
@@ -23,6 +25,9 @@ class EnsembleState:
 
     def select(self, index: Tensor) -> EnsembleState:
         return EnsembleState([s.select(index) for s in self.states])
+
+    def repeat_rows(self, n: int, k: int) -> EnsembleState:
+        return EnsembleState([repeat_rows(s, n, k) for s in self.states])
 
 
 class Ensemble(nn.Module):

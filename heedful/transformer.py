@@ -13,13 +13,13 @@ The model implements the decoding protocol of :mod:`heedful.model`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from heedful.attention import AttentionState, MultiHeadAttention
+from heedful.attention import AttentionState, MultiHeadAttention, fused_or_small_attention
 from heedful.decoding import StepFromDecode
 from heedful.dropout import Dropout
 from heedful.dropout import dropout as drop_elements
@@ -59,6 +59,8 @@ class SelfAttention(nn.Module):
                 mask = mask & torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
         if drop > 0.0 and x.device.type == "cpu":
             out = _attention_with_dropout(q, k, v, mask, is_causal, drop)
+        elif not is_causal and drop == 0.0:
+            out = fused_or_small_attention(q, k, v, mask)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop,
                                                  is_causal=is_causal)
@@ -123,15 +125,24 @@ class DecoderLayer(nn.Module):
         self.pre_norm = pre_norm
 
     def forward(self, x: Tensor, memory: Tensor, memory_mask: Tensor, cross: AttentionState,
-                cache: tuple[Tensor, Tensor] | None, need_weights: bool
+                cache: tuple[Tensor, Tensor] | None, need_weights: bool, group: int = 1
                 ) -> tuple[Tensor, Tensor | None, tuple[Tensor, Tensor]]:
+        """x (N * group, T, D); memory, memory_mask and cross hold N sentences, each shared by
+        ``group`` consecutive rows of x (see :class:`TransformerState`)."""
         pre = self.pre_norm
         h = self.norm1(x) if pre else x
         attn, kv = self.self_attn(h, None, causal=True, cache=cache)
         x = x + self.drop(attn)
         x = x if pre else self.norm1(x)
         h = self.norm2(x) if pre else x
-        context, weights, _ = self.cross_attn(h, memory, memory, memory_mask, cross, need_weights)
+        b, t, d = h.shape
+        # a sentence's rows become that many queries of the one sentence: (N, group * T, D)
+        context, weights, _ = self.cross_attn(h.reshape(b // group, group * t, d), memory,
+                                              memory, memory_mask, cross, need_weights)
+        context = context.reshape(b, t, d)
+        if weights is not None and group > 1:  # (N, H, group * T, S) -> (N * group, H, T, S)
+            n, heads, _, s = weights.shape
+            weights = weights.view(n, heads, group, t, s).transpose(1, 2).reshape(b, heads, t, s)
         x = x + self.drop(context)
         x = x if pre else self.norm2(x)
         h = self.norm3(x) if pre else x
@@ -157,24 +168,70 @@ class TransformerEncoderOutput:
 
 @dataclass
 class TransformerState:
-    """Decoder state: memory and mask (B, ...), per-layer cross-attention projections and
-    self-attention caches (B, H, t, Dh), and the next position."""
+    """Decoder state.
+
+    Rows are grouped: ``group`` consecutive decoder rows (the k beams of one sentence) share
+    one row of ``memory`` (N, S, D), ``src_mask`` (N, S) and the per-layer cross-attention
+    projections (N, H, S, Dh), so a beam reorder gathers only the self-attention caches
+    (N * group, H, t, Dh) — the cross-attention keys/values change only when a sentence
+    leaves — and cross-attention runs the group's rows as ``group`` queries of one sentence.
+    """
 
     memory: Tensor
     src_mask: Tensor
     cross: list[AttentionState]
     cache: list[tuple[Tensor, Tensor] | None]
     position: int
+    group: int = 1
+
+    @property
+    def num_rows(self) -> int:
+        return self.memory.size(0) * self.group
+
+    def repeat_rows(self, n: int, k: int) -> TransformerState:
+        """Each row k times in a row; the sentence tensors stay shared (see the class doc)."""
+        if self.group != 1 or n != self.memory.size(0):
+            return self._ungrouped().select(torch.arange(n).repeat_interleave(k))
+        cache = [None if c is None else (c[0].repeat_interleave(k, 0),
+                                         c[1].repeat_interleave(k, 0)) for c in self.cache]
+        return replace(self, cache=cache, group=k)
 
     def select(self, index: Tensor) -> TransformerState:
+        """The state of rows ``index`` (M,): row i of the result is row index[i] of this one."""
+        g = self.group
+        if g > 1:
+            sentence = torch.div(index, g, rounding_mode="floor")
+            if index.numel() % g == 0 and bool((sentence.view(-1, g) == sentence.view(-1, g)[
+                    :, :1]).all()):  # still g rows per sentence: gather sentences once
+                return self._gather(sentence.view(-1, g)[:, 0], index, g)
+            return self._ungrouped().select(index)
+        return self._gather(index, index, 1)
+
+    def _gather(self, sentences: Tensor, rows: Tensor, group: int) -> TransformerState:
+        same = sentences.numel() == self.memory.size(0) and bool(
+            (sentences == torch.arange(sentences.numel())).all())
+        pick = (lambda t: t) if same else (lambda t: t.index_select(0, sentences))
         return TransformerState(
-            memory=self.memory.index_select(0, index),
-            src_mask=self.src_mask.index_select(0, index),
-            cross=[{k: v.index_select(0, index) for k, v in c.items()} for c in self.cross],
-            cache=[None if c is None else (c[0].index_select(0, index),
-                                           c[1].index_select(0, index)) for c in self.cache],
+            memory=pick(self.memory),
+            src_mask=pick(self.src_mask),
+            cross=[{k: pick(v) for k, v in c.items()} for c in self.cross],
+            cache=[None if c is None else (c[0].index_select(0, rows),
+                                           c[1].index_select(0, rows)) for c in self.cache],
             position=self.position,
+            group=group,
         )
+
+    def _ungrouped(self) -> TransformerState:
+        """The same state with one sentence row per decoder row (group 1)."""
+        if self.group == 1:
+            return self
+        g = self.group
+
+        def spread(t: Tensor) -> Tensor:
+            return t.repeat_interleave(g, 0)
+        return TransformerState(spread(self.memory), spread(self.src_mask),
+                                [{k: spread(v) for k, v in c.items()} for c in self.cross],
+                                list(self.cache), self.position, 1)
 
 
 class TransformerSeq2Seq(StepFromDecode, nn.Module):
@@ -241,13 +298,12 @@ class TransformerSeq2Seq(StepFromDecode, nn.Module):
         caches, weights = [], []
         for layer, cross, cache in zip(self.decoder, state.cross, state.cache, strict=True):
             x, w, kv = layer(x, state.memory, state.src_mask, cross,
-                             cache if use_cache else None, need_weights)
+                             cache if use_cache else None, need_weights, state.group)
             caches.append(kv)
             if w is not None:
                 weights.append(w)
         attention = torch.stack(weights, 2).permute(0, 3, 2, 1, 4) if weights else None
-        new_state = TransformerState(state.memory, state.src_mask, state.cross, list(caches),
-                                     state.position + tgt_in.size(1))
+        new_state = replace(state, cache=list(caches), position=state.position + tgt_in.size(1))
         return self.output(self.decoder_norm(x)), attention, new_state
 
     def forward(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> Tensor:

@@ -63,19 +63,25 @@ def test_unknown_configuration() -> None:
         bench_config("lstm")
 
 
-def test_training_measurement_counts_real_target_tokens() -> None:
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_training_measurement_counts_real_target_tokens(precision: str) -> None:
     cfg = bench_config("rnn")
     small = cfg.model_copy(update={
         "data": cfg.data.model_copy(update={"train_limit": 300}),
         "tokenizer": cfg.tokenizer.model_copy(update={"vocab_size": 500}),
         "train": cfg.train.model_copy(update={"batch_tokens": 1200})})
-    report = bench_training(small, steps=3, warmup=1)
-    assert report["train_steps_measured"] == 3
+    report = bench_training(small, steps=3, warmup=1, precision=precision)
+    assert report["train_steps_measured"] == 3 and report["train_precision"] == precision
     assert 0 < report["train_target_tokens_per_step"] <= report["train_padded_tokens_per_step"]
     assert report["train_padded_tokens_per_step"] <= 1200 * 1.01
     assert report["train_tokens_per_s_median"] > 0 and report["train_peak_rss_mb"] > 0
     table = format_table([{"config": "rnn", **report}])
     assert "train tok/s (median)" in table and "| rnn |" in table
+
+
+def test_training_measurement_rejects_an_unknown_precision() -> None:
+    with pytest.raises(ValueError, match="unknown precision 'fp16'; choose fp32 or bf16"):
+        bench_training(bench_config("rnn"), steps=1, warmup=0, precision="fp16")
 
 
 def test_int8_quantization_keeps_the_shipped_model_close(capsys) -> None:

@@ -47,3 +47,93 @@ def test_cached_steps_equal_full_causal_pass() -> None:
 def test_transformer_config_rules(overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(None, overrides)
+
+
+class _NoSharing:
+    """A Transformer whose states hide ``repeat_rows``: beam search gathers every row."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+
+    def encode(self, src: torch.Tensor, src_mask: torch.Tensor) -> object:
+        return self.model.encode(src, src_mask)
+
+    def init_state(self, enc: object) -> object:
+        return _Hidden(self.model.init_state(enc))
+
+    def step(self, prev: torch.Tensor, state: _Hidden, need_weights: bool = False
+             ) -> tuple[torch.Tensor, _Hidden, torch.Tensor | None]:
+        logp, inner, attn = self.model.step(prev, state.inner, need_weights)
+        return logp, _Hidden(inner), attn
+
+
+class _Hidden:
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+
+    def select(self, index: torch.Tensor) -> _Hidden:
+        return _Hidden(self.inner.select(index))  # type: ignore[attr-defined]
+
+
+def _small_transformer() -> torch.nn.Module:
+    from heedful.model import build_model
+
+    cfg = load_config(None, ["model.arch=transformer", "model.attention=multihead",
+                             "model.attention_heads=2", "model.input_feeding=false",
+                             "model.hidden_dim=16", "model.embed_dim=16", "model.ff_dim=32",
+                             "model.encoder_layers=2", "model.decoder_layers=2"]).model
+    torch.manual_seed(3)
+    model = build_model(cfg, 30, 30).eval()
+    with torch.no_grad():  # a peaked output layer: beams diverge and end at different steps
+        model.output.weight.mul_(8.0)
+    return model
+
+
+@pytest.mark.parametrize("need_weights", [False, True])
+def test_shared_sentence_tensors_in_beam_search_change_nothing(need_weights: bool) -> None:
+    """Beam rows share their sentence's memory and cross-attention keys/values (group = k);
+    the hypotheses, scores and attention equal those of one gathered copy per row."""
+    from heedful.decoding import beam_search
+
+    model = _small_transformer()
+    torch.manual_seed(4)
+    src = torch.randint(4, 30, (5, 9))
+    src_mask = torch.ones_like(src, dtype=torch.bool)
+    src_mask[1, 6:] = False
+    src_mask[3, 4:] = False
+    max_len = torch.tensor([12, 7, 12, 5, 9])
+    shared = beam_search(model, src, src_mask, max_len, 4, n_best=2,  # type: ignore[arg-type]
+                         return_attention=need_weights)
+    gathered = beam_search(_NoSharing(model), src, src_mask, max_len, 4, n_best=2,  # type: ignore[arg-type]
+                           return_attention=need_weights)
+    for a_sent, b_sent in zip(shared, gathered, strict=True):
+        for a, b in zip(a_sent, b_sent, strict=True):
+            assert a.tokens == b.tokens
+            assert a.score == pytest.approx(b.score, abs=1e-4)
+            if need_weights:
+                assert a.attention is not None and b.attention is not None
+                torch.testing.assert_close(a.attention, b.attention, atol=1e-5, rtol=1e-5)
+
+
+def test_grouped_state_select_with_any_index_falls_back_to_rows() -> None:
+    """An index that splits a sentence's rows (not a beam reorder) still selects exactly."""
+    model = _small_transformer()
+    src = torch.randint(4, 30, (3, 6))
+    src_mask = torch.ones_like(src, dtype=torch.bool)
+    state = model.init_state(model.encode(src, src_mask))
+    grouped = state.repeat_rows(3, 2)  # 6 rows, 2 per sentence
+    plain = state.select(torch.arange(3).repeat_interleave(2))
+    prev = torch.randint(4, 30, (6,))
+    _, grouped, _ = model.step(prev, grouped)
+    _, plain, _ = model.step(prev, plain)
+    assert grouped.group == 2 and plain.group == 1
+    index = torch.tensor([5, 0, 3, 3])  # rows of three different sentences, one twice
+    a, _, _ = model.step(prev[index], grouped.select(index))
+    b, _, _ = model.step(prev[index], plain.select(index))
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    reorder = torch.tensor([1, 1, 4, 5])  # two sentences, a beam reorder: stays grouped
+    kept = grouped.select(reorder)
+    assert kept.group == 2 and kept.memory.size(0) == 2
+    a, _, _ = model.step(prev[reorder], kept)
+    b, _, _ = model.step(prev[reorder], plain.select(reorder))
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
