@@ -53,25 +53,37 @@ def masked_softmax(scores: Tensor, key_mask: Tensor) -> Tensor:
     return torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
 
 
-# Below this many queries per row, attention on the CPU at inference runs as two batched
-# matrix products: measured on the decode shapes (one or k queries over <= 40 keys, 2 threads),
-# the fused flash kernel's per-block set-up costs 1.3-3x the explicit formula. Training and
-# long queries keep the fused kernels (their memory stays linear in length).
+# When attention on the CPU runs as two batched matrix products instead of the fused flash
+# kernel (measured at 2 threads and 1, see docs/profile_*):
+# * inference with at most SMALL_QUERY queries per row (decoding steps; a sentence's k beams):
+#   the flash kernel's per-block set-up costs 1.3-3x the explicit formula;
+# * bf16 (autocast) with at most SMALL_SCORES query-key pairs: PyTorch's bf16 flash kernel on
+#   the CPU is 2-4x slower than bf16 matrix products with a float32 softmax (fwd+bwd at lengths
+#   32-256, ~4k tokens per batch).
+# Everything else (fp32 training, long inputs) keeps the fused kernels: memory linear in length.
 SMALL_QUERY = 16
+SMALL_SCORES = 256 * 256
 
 
-def fused_or_small_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+def fused_or_small_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None,
+                             is_causal: bool = False) -> Tensor:
     """softmax(q k^T / sqrt(Dh) + mask) v for q (B, H, Tq, Dh), k and v (B, H, Tk, Dh), mask
-    broadcastable to (B, H, Tq, Tk), True = attend; -> (B, H, Tq, Dh).
+    broadcastable to (B, H, Tq, Tk), True = attend (or ``is_causal``); -> (B, H, Tq, Dh).
 
-    The explicit formula for a few queries on the CPU without gradients, else
+    The explicit formula where it is faster on the CPU (see above), else
     ``scaled_dot_product_attention``."""
-    if q.size(-2) <= SMALL_QUERY and q.device.type == "cpu" and not torch.is_grad_enabled():
-        scores = torch.matmul(q, k.transpose(-2, -1)) * (q.size(-1) ** -0.5)
-        if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf"))
-        return torch.matmul(torch.softmax(scores, -1), v)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    tq, tk = q.size(-2), k.size(-2)
+    explicit = q.device.type == "cpu" and (
+        (tq <= SMALL_QUERY and not torch.is_grad_enabled())
+        or (q.dtype != torch.float32 and tq * tk <= SMALL_SCORES))
+    if not explicit:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+    scores = torch.matmul(q, k.transpose(-2, -1)) * (q.size(-1) ** -0.5)
+    if is_causal:
+        mask = torch.ones(tq, tk, dtype=torch.bool, device=q.device).tril()
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.matmul(torch.softmax(scores, -1, dtype=torch.float32).to(v.dtype), v)
 
 
 class Attention(nn.Module):

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from heedful import distributed
 from heedful.attention import coverage_loss
@@ -35,6 +34,7 @@ from heedful.checkpoint import (
 from heedful.config import Config, TrainConfig, load_config, save_config
 from heedful.data import BatchStream, Corpus, DataError, load_split, make_batch, plan_batches
 from heedful.evaluate import score_corpus
+from heedful.loss import smoothed_cross_entropy_sum
 from heedful.model import Model, build_model, count_parameters
 from heedful.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from heedful.translator import Translator
@@ -133,9 +133,8 @@ def loss_sum(model: Model, batch: Any, label_smoothing: float,
     else:
         state = model.init_state(model.encode(batch.src, batch.src_mask))  # type: ignore[arg-type]
         logits, attention, _ = model.decode(batch.tgt_in, state, need_weights=True)  # type: ignore[arg-type]
-    loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(),
-                           batch.tgt_out.reshape(-1), ignore_index=PAD_ID,
-                           label_smoothing=label_smoothing, reduction="sum")
+    loss = smoothed_cross_entropy_sum(logits.reshape(-1, logits.size(-1)),
+                                      batch.tgt_out.reshape(-1), label_smoothing, PAD_ID)
     if attention is not None and coverage_weight is not None:
         # (B, T, L, H, S) -> the last layer, averaged over heads: (B, T, S)
         loss = loss + coverage_weight * coverage_loss(attention[:, :, -1].mean(2), batch.tgt_mask)

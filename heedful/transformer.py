@@ -59,8 +59,8 @@ class SelfAttention(nn.Module):
                 mask = mask & torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
         if drop > 0.0 and x.device.type == "cpu":
             out = _attention_with_dropout(q, k, v, mask, is_causal, drop)
-        elif not is_causal and drop == 0.0:
-            out = fused_or_small_attention(q, k, v, mask)
+        elif drop == 0.0:
+            out = fused_or_small_attention(q, k, v, mask, is_causal)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop,
                                                  is_causal=is_causal)
@@ -80,7 +80,8 @@ def _attention_with_dropout(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None
         mask = torch.ones(tq, tk, dtype=torch.bool, device=q.device).tril()
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
-    return torch.matmul(drop_elements(torch.softmax(scores, -1), p), v)
+    weights = torch.softmax(scores, -1, dtype=torch.float32).to(v.dtype)  # fp32 under bf16
+    return torch.matmul(drop_elements(weights, p), v)
 
 
 class FeedForward(nn.Module):

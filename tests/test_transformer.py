@@ -137,3 +137,26 @@ def test_grouped_state_select_with_any_index_falls_back_to_rows() -> None:
     a, _, _ = model.step(prev[reorder], kept)
     b, _, _ = model.step(prev[reorder], plain.select(reorder))
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype, grad, is_causal", [
+    (torch.float32, False, False),  # a decoding step: explicit for few queries
+    (torch.bfloat16, True, False),  # bf16 training: explicit
+    (torch.bfloat16, True, True),
+    (torch.float32, True, True),  # fp32 training: the fused kernel
+])
+def test_attention_kernel_choice_gives_the_same_result(dtype: torch.dtype, grad: bool,
+                                                       is_causal: bool) -> None:
+    from heedful.attention import fused_or_small_attention
+
+    torch.manual_seed(5)
+    q, k, v = (torch.randn(3, 2, 6, 8) for _ in range(3))
+    mask = None if is_causal else torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [1] * 2 + [0] * 4],
+                                               dtype=torch.bool)[:, None, None, :]
+    expect = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                                              is_causal=is_causal)
+    with torch.set_grad_enabled(grad):
+        got = fused_or_small_attention(q.to(dtype), k.to(dtype), v.to(dtype), mask, is_causal)
+    assert got.dtype == dtype
+    tol = 3e-2 if dtype == torch.bfloat16 else 1e-5
+    torch.testing.assert_close(got.float(), expect, atol=tol, rtol=tol)

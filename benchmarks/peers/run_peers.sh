@@ -19,6 +19,8 @@
 #   BUDGET_MIN    wall-clock training budget per model (train stage) [20]
 #   BUDGET_S      the same in seconds (overrides BUDGET_MIN)
 #   BUDGET_STEPS  stop the train stage after this many updates instead (0 = wall clock only) [0]
+#   TF_SCHEDULE   OpenNMT-py Transformer learning rate: noam (factor 1, warm-up 1000, as
+#                 Joey's config) or constant (Adam at 1e-3, heedful's bench-transformer) [noam]
 #   DEC_BATCH     decoding batch size in sentences            [64]
 #   MAX_OUT       max output length in pieces when decoding   [200]
 #   TEST_SLICE    decode only the first N test sentences (0 = all) [0]
@@ -47,6 +49,12 @@ TEST_SLICE="${TEST_SLICE:-0}"
 BEAMS="${BEAMS:-1 5}"
 DEV_BEAM="${DEV_BEAM-5}"
 ONMT_ENC_HID="${ONMT_ENC_HID:-256}"
+TF_SCHEDULE="${TF_SCHEDULE:-noam}"
+case "$TF_SCHEDULE" in
+  noam) TF_LR=1.0; TF_DECAY=noam ;;
+  constant) TF_LR=0.001; TF_DECAY=none ;;
+  *) echo "TF_SCHEDULE must be noam or constant, not '$TF_SCHEDULE'" >&2; exit 2 ;;
+esac
 TIME_BIN="${TIME_BIN:-/usr/bin/time}"
 QUIET_WAIT_S="${QUIET_WAIT_S:-900}"
 QUIET_PSI="${QUIET_PSI:-5}"
@@ -129,7 +137,8 @@ cfg_for() {  # peer model model_dir steps log_freq beam dev test load_model -> c
   render "$HERE/$peer/$model.yaml.in" "$out" \
     MODEL_DIR="$mdir" DATA="$data" DEV="$dev" TEST="$test" LOAD_MODEL="$load" BEAM="$beam" \
     DEC_BATCH="$DEC_BATCH" MAX_OUT="$MAX_OUT" BATCH="$BATCH_TOKENS" STEPS="$steps" \
-    LOG_FREQ="$lfreq" VALID_FREQ=100000000 ENC_HID="$ONMT_ENC_HID" DEC_HID=256
+    LOG_FREQ="$lfreq" VALID_FREQ=100000000 ENC_HID="$ONMT_ENC_HID" DEC_HID=256 \
+    TF_LR="$TF_LR" TF_DECAY="$TF_DECAY"
   echo "$out"
 }
 
