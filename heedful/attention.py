@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from heedful.dropout import dropout as drop_elements
+
 AttentionState = dict[str, Tensor]
 """Per-source tensors a variant carries across decoding steps (batch-first)."""
 
@@ -78,12 +80,25 @@ def fused_or_small_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | Non
         or (q.dtype != torch.float32 and tq * tk <= SMALL_SCORES))
     if not explicit:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
-    scores = torch.matmul(q, k.transpose(-2, -1)) * (q.size(-1) ** -0.5)
+    return explicit_attention(q, k, v, mask, is_causal)
+
+
+def explicit_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None,
+                       is_causal: bool = False, dropout: float = 0.0) -> Tensor:
+    """softmax(q k^T / sqrt(Dh) + mask) v as two batched matrix products, shapes as
+    :func:`fused_or_small_attention`; the softmax in float32 (under bf16 too).
+
+    With ``dropout`` > 0 it is what SDPA's math kernel does (its only CPU path then), with the
+    cheap dropout mask of :mod:`heedful.dropout` instead of ``bernoulli_``."""
+    scores = torch.matmul(q, k.transpose(-2, -1)) * (q.size(-1) ** -0.5)  # (B, H, Tq, Tk)
     if is_causal:
-        mask = torch.ones(tq, tk, dtype=torch.bool, device=q.device).tril()
+        mask = torch.ones(*scores.shape[-2:], dtype=torch.bool, device=q.device).tril()
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
-    return torch.matmul(torch.softmax(scores, -1, dtype=torch.float32).to(v.dtype), v)
+    weights = torch.softmax(scores, -1, dtype=torch.float32).to(v.dtype)
+    if dropout > 0.0:
+        weights = drop_elements(weights, dropout)
+    return torch.matmul(weights, v)
 
 
 class Attention(nn.Module):

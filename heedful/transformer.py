@@ -19,10 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from heedful.attention import AttentionState, MultiHeadAttention, fused_or_small_attention
+from heedful.attention import (
+    AttentionState,
+    MultiHeadAttention,
+    explicit_attention,
+    fused_or_small_attention,
+)
 from heedful.decoding import StepFromDecode
 from heedful.dropout import Dropout
-from heedful.dropout import dropout as drop_elements
 
 
 class SelfAttention(nn.Module):
@@ -58,30 +62,13 @@ class SelfAttention(nn.Module):
             else:
                 mask = mask & torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
         if drop > 0.0 and x.device.type == "cpu":
-            out = _attention_with_dropout(q, k, v, mask, is_causal, drop)
+            out = explicit_attention(q, k, v, mask, is_causal, drop)
         elif drop == 0.0:
             out = fused_or_small_attention(q, k, v, mask, is_causal)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop,
                                                  is_causal=is_causal)
         return self.out(out.transpose(1, 2).reshape(b, t, d)), (k, v)
-
-
-def _attention_with_dropout(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None,
-                            is_causal: bool, p: float) -> Tensor:
-    """softmax(q k^T / sqrt(d) + mask) with dropout, times v: (B, H, Tq, Dh).
-
-    What SDPA's math kernel does with dropout_p > 0 (its only CPU path then), with the cheap
-    dropout mask of :mod:`heedful.dropout` instead of ``bernoulli_``.
-    """
-    scores = torch.matmul(q, k.transpose(-2, -1)) * (q.size(-1) ** -0.5)  # (B, H, Tq, Tk)
-    if is_causal:
-        tq, tk = scores.shape[-2:]
-        mask = torch.ones(tq, tk, dtype=torch.bool, device=q.device).tril()
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    weights = torch.softmax(scores, -1, dtype=torch.float32).to(v.dtype)  # fp32 under bf16
-    return torch.matmul(drop_elements(weights, p), v)
 
 
 class FeedForward(nn.Module):
@@ -184,10 +171,6 @@ class TransformerState:
     cache: list[tuple[Tensor, Tensor] | None]
     position: int
     group: int = 1
-
-    @property
-    def num_rows(self) -> int:
-        return self.memory.size(0) * self.group
 
     def repeat_rows(self, n: int, k: int) -> TransformerState:
         """Each row k times in a row; the sentence tensors stay shared (see the class doc)."""

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from heedful.attention import explicit_attention
 from heedful.dropout import Dropout, dropout, keep_mask
-from heedful.transformer import _attention_with_dropout
 
 
 @pytest.mark.parametrize("p", [0.1, 0.2, 0.5])
@@ -65,10 +65,10 @@ def test_attention_with_dropout_is_sdpa_math_with_our_mask() -> None:
     weights = torch.softmax((q @ k.transpose(-2, -1) / 8**0.5).masked_fill(~mask, -torch.inf), -1)
     expected = (weights * keep / (1 - p)) @ v
     torch.manual_seed(5)
-    assert torch.allclose(_attention_with_dropout(q, k, v, mask, False, p), expected, atol=1e-6)
+    assert torch.allclose(explicit_attention(q, k, v, mask, False, p), expected, atol=1e-6)
     # causal: position i sees keys <= i only
     torch.manual_seed(5)
-    causal = _attention_with_dropout(q, k, v, None, True, p)
+    causal = explicit_attention(q, k, v, None, True, p)
     tril = torch.ones(7, 7, dtype=torch.bool).tril()
     weights = torch.softmax((q @ k.transpose(-2, -1) / 8**0.5).masked_fill(~tril, -torch.inf), -1)
     assert torch.allclose(causal, (weights * keep / (1 - p)) @ v, atol=1e-6)
