@@ -105,6 +105,8 @@ class Attention(nn.Module):
     """Base class: subclasses define :meth:`score` (and :meth:`precompute` if they need it)."""
 
     num_heads: int = 1
+    # True when the state changes with every query (coverage): rows cannot share it
+    state_per_query: bool = False
 
     def precompute(self, keys: Tensor) -> AttentionState:
         return {}
@@ -302,6 +304,8 @@ class CoverageAttention(Attention):
     The coverage c (B, Tk) = the sum of all earlier attention distributions lives in the
     state under "coverage"; with several queries at once they are processed in order.
     """
+
+    state_per_query = True
 
     def __init__(self, query_dim: int, key_dim: int, attention_dim: int) -> None:
         super().__init__()

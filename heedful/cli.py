@@ -288,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from heedful.allocator import retain_freed_memory
+
+    retain_freed_memory()  # this process is ours: reuse freed memory (see heedful.allocator)
     try:
         return int(COMMANDS[args.command](args) or 0)
     except USER_ERRORS as err:

@@ -80,6 +80,27 @@ def repeat_rows(state: Any, n: int, k: int) -> Any:
     return state.select(torch.arange(n).repeat_interleave(k))
 
 
+def whole_sentences(index: Tensor, group: int) -> Tensor | None:
+    """For rows grouped ``group`` per sentence (a sentence's k beams): the sentences (M / group,)
+    that row ``index`` (M,) keeps, if it keeps every one whole (its ``group`` result rows
+    all come from one sentence, in any order); None if it splits or mixes sentences."""
+    if index.numel() % group:
+        return None
+    sentence = torch.div(index, group, rounding_mode="floor").view(-1, group)
+    if not bool((sentence == sentence[:, :1]).all()):
+        return None
+    return sentence[:, 0]
+
+
+def pick_rows(t: Tensor, index: Tensor, dim: int = 0) -> Tensor:
+    """``t.index_select(dim, index)``, skipped (``t`` itself) when ``index`` is 0, 1, ..., n-1
+    over all of ``t``'s n rows — a beam step that keeps every sentence copies nothing."""
+    n = t.size(dim)
+    if index.numel() == n and bool((index == torch.arange(n, device=index.device)).all()):
+        return t
+    return t.index_select(dim, index)
+
+
 def length_penalty(length: int | Tensor, alpha: float) -> Any:
     return ((5.0 + length) / 6.0) ** alpha
 

@@ -56,14 +56,19 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
         n, vocab = logits.shape
         grad = torch.empty_like(logits)
         scale = grad_output.float() * keep.float()  # (N,)
+        in_place = logits.dtype == torch.float32
         for start in range(0, n, BLOCK_ROWS):
             rows = slice(start, start + BLOCK_ROWS)
-            block = torch.exp(logits[rows].float() - lse[rows, None])  # softmax rows
-            block.sub_(eps / vocab)
+            if in_place:  # float32: build the block in its rows of grad, no extra copy
+                block = torch.sub(logits[rows], lse[rows, None], out=grad[rows]).exp_()
+            else:  # bf16/fp16 logits: a float32 working block, rounded once at the end
+                block = torch.exp(logits[rows].float() - lse[rows, None])
+            block.sub_(eps / vocab)  # softmax rows minus the smoothing mass
             block.scatter_add_(1, target[rows, None],
                                block.new_full((block.size(0), 1), -(1.0 - eps)))
             block.mul_(scale[rows, None])
-            grad[rows] = block
+            if not in_place:
+                grad[rows] = block
         return grad, None, None, None
 
 

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from heedful.attention import Attention, AttentionState
+from heedful.decoding import pick_rows, whole_sentences
 from heedful.dropout import Dropout
 
 _RNNS: dict[str, type[nn.LSTM] | type[nn.GRU]] = {"lstm": nn.LSTM, "gru": nn.GRU}
@@ -66,10 +67,17 @@ class RNNDecoderState:
     """Everything the RNN decoder carries between steps; batch axis listed per field.
 
     hidden/cell: (L, B, H); feed: (B, H) previous attentional state (input feeding) or None;
-    memory: (B, S, H) projected encoder states (keys = values); src_mask: (B, S);
-    attention: the attention variant's per-source state (batch-first tensors);
+    memory: (N, S, H) projected encoder states (keys = values); src_mask: (N, S);
+    attention: the attention variant's per-source state (batch-first tensors, N rows);
     copy_ids: (B, S) source ids in the extended vocabulary (copy mechanism) or None;
     num_extra: extra (out-of-vocabulary) ids of the batch, shared by all rows.
+
+    Rows are grouped as in :class:`heedful.transformer.TransformerState`: ``group``
+    consecutive decoder rows (the k beams of one sentence) share one sentence row of
+    ``memory``, ``src_mask`` and ``attention`` (N = B / group), so a beam reorder gathers only
+    hidden, cell and feed, and attention runs a sentence's rows as ``group`` queries of it.
+    ``shareable`` says whether the attention state may be shared: not when it changes with
+    every step of a row (coverage), nor with the copy mechanism's per-row ids.
     """
 
     hidden: Tensor
@@ -80,19 +88,53 @@ class RNNDecoderState:
     attention: AttentionState
     copy_ids: Tensor | None = None
     num_extra: int = 0
+    group: int = 1
+    shareable: bool = False
+
+    def repeat_rows(self, n: int, k: int) -> RNNDecoderState:
+        """Each row k times in a row; the sentence tensors stay shared where allowed."""
+        if not self.shareable or self.copy_ids is not None or self.group != 1 \
+                or n != self.memory.size(0):
+            return self.select(torch.arange(n).repeat_interleave(k))
+        return replace(
+            self,
+            hidden=self.hidden.repeat_interleave(k, 1),
+            cell=None if self.cell is None else self.cell.repeat_interleave(k, 1),
+            feed=None if self.feed is None else self.feed.repeat_interleave(k, 0),
+            group=k,
+        )
 
     def select(self, index: Tensor) -> RNNDecoderState:
         """Reorder/expand the batch (beam search): new batch row i = old row index[i]."""
-        return RNNDecoderState(
-            hidden=self.hidden.index_select(1, index),
-            cell=None if self.cell is None else self.cell.index_select(1, index),
-            feed=None if self.feed is None else self.feed.index_select(0, index),
-            memory=self.memory.index_select(0, index),
-            src_mask=self.src_mask.index_select(0, index),
-            attention={k: v.index_select(0, index) for k, v in self.attention.items()},
-            copy_ids=None if self.copy_ids is None else self.copy_ids.index_select(0, index),
-            num_extra=self.num_extra,
+        g = self.group
+        if g > 1:
+            sentences = whole_sentences(index, g)
+            if sentences is None:
+                return self._ungrouped().select(index)
+            return self._gather(sentences, index, g)
+        return self._gather(index, index, 1)
+
+    def _gather(self, sentences: Tensor, rows: Tensor, group: int) -> RNNDecoderState:
+        return replace(
+            self,
+            hidden=self.hidden.index_select(1, rows),
+            cell=None if self.cell is None else self.cell.index_select(1, rows),
+            feed=None if self.feed is None else self.feed.index_select(0, rows),
+            memory=pick_rows(self.memory, sentences),
+            src_mask=pick_rows(self.src_mask, sentences),
+            attention={k: pick_rows(v, sentences) for k, v in self.attention.items()},
+            copy_ids=None if self.copy_ids is None else self.copy_ids.index_select(0, rows),
+            group=group,
         )
+
+    def _ungrouped(self) -> RNNDecoderState:
+        """The same state with one sentence row per decoder row (group 1)."""
+        g = self.group
+
+        def spread(t: Tensor) -> Tensor:
+            return t.repeat_interleave(g, 0)
+        return replace(self, memory=spread(self.memory), src_mask=spread(self.src_mask),
+                       attention={k: spread(v) for k, v in self.attention.items()}, group=1)
 
 
 class RNNDecoder(nn.Module):
@@ -136,7 +178,9 @@ class RNNDecoder(nn.Module):
         projected = self.memory_proj(memory)
         feed = memory.new_zeros(b, self.hidden_dim) if self.input_feeding else None
         attn_state = self.attention.precompute(projected) if self.attention else {}
-        return RNNDecoderState(hidden, cell, feed, projected, src_mask, attn_state)
+        shareable = self.attention is None or not self.attention.state_per_query
+        return RNNDecoderState(hidden, cell, feed, projected, src_mask, attn_state,
+                               shareable=shareable)
 
     def _rnn(self, x: Tensor, state: RNNDecoderState) -> tuple[Tensor, Tensor, Tensor | None]:
         if self.is_lstm:
@@ -150,9 +194,17 @@ class RNNDecoder(nn.Module):
         """rnn_out (B, T, H) -> attentional states (B, T, H), weights (B, Hh, T, S)."""
         if self.attention is None or self.combine is None:
             return rnn_out, None, state.attention
+        b, t, h = rnn_out.shape
+        g = state.group
+        # a sentence's g rows become g * T queries of the one sentence: (N, g * T, H)
         context, weights, attn_state = self.attention(
-            rnn_out, state.memory, state.memory, state.src_mask, state.attention,
-            need_weights=need_weights)
+            rnn_out.reshape(b // g, g * t, h), state.memory, state.memory, state.src_mask,
+            state.attention, need_weights=need_weights)
+        if g > 1:
+            context = context.reshape(b, t, -1)
+            if weights is not None:  # (N, Hh, g * T, S) -> (B, Hh, T, S)
+                n, heads, _, s = weights.shape
+                weights = weights.view(n, heads, g, t, s).transpose(1, 2).reshape(b, heads, t, s)
         combined = self.combine(torch.cat([rnn_out, context], -1))
         return (torch.tanh(combined) if self.attentional_tanh else combined), weights, attn_state
 

@@ -25,7 +25,7 @@ from heedful.attention import (
     explicit_attention,
     fused_or_small_attention,
 )
-from heedful.decoding import StepFromDecode
+from heedful.decoding import StepFromDecode, pick_rows, whole_sentences
 from heedful.dropout import Dropout
 
 
@@ -184,21 +184,17 @@ class TransformerState:
         """The state of rows ``index`` (M,): row i of the result is row index[i] of this one."""
         g = self.group
         if g > 1:
-            sentence = torch.div(index, g, rounding_mode="floor")
-            if index.numel() % g == 0 and bool((sentence.view(-1, g) == sentence.view(-1, g)[
-                    :, :1]).all()):  # still g rows per sentence: gather sentences once
-                return self._gather(sentence.view(-1, g)[:, 0], index, g)
-            return self._ungrouped().select(index)
+            sentences = whole_sentences(index, g)
+            if sentences is None:
+                return self._ungrouped().select(index)
+            return self._gather(sentences, index, g)
         return self._gather(index, index, 1)
 
     def _gather(self, sentences: Tensor, rows: Tensor, group: int) -> TransformerState:
-        same = sentences.numel() == self.memory.size(0) and bool(
-            (sentences == torch.arange(sentences.numel())).all())
-        pick = (lambda t: t) if same else (lambda t: t.index_select(0, sentences))
         return TransformerState(
-            memory=pick(self.memory),
-            src_mask=pick(self.src_mask),
-            cross=[{k: pick(v) for k, v in c.items()} for c in self.cross],
+            memory=pick_rows(self.memory, sentences),
+            src_mask=pick_rows(self.src_mask, sentences),
+            cross=[{k: pick_rows(v, sentences) for k, v in c.items()} for c in self.cross],
             cache=[None if c is None else (c[0].index_select(0, rows),
                                            c[1].index_select(0, rows)) for c in self.cache],
             position=self.position,

@@ -238,3 +238,99 @@ def test_unknown_stop_rule_is_an_error() -> None:
     src = torch.tensor([[A, EOS_ID]])
     with pytest.raises(ValueError, match="unknown beam stop rule 'never'"):
         beam_search(Oracle(), src, src != PAD_ID, torch.tensor([5]), 2, 0.0, 1, stop="never")
+
+
+# --------------------------------------------------------------------------- shared sentence rows
+
+
+class _NoSharing:
+    """A model whose states hide ``repeat_rows``: beam search gathers one copy per row."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+
+    def encode(self, src: torch.Tensor, src_mask: torch.Tensor) -> object:
+        return self.model.encode(src, src_mask)
+
+    def init_state(self, enc: object) -> object:
+        return _Hidden(self.model.init_state(enc))
+
+    def step(self, prev: torch.Tensor, state: _Hidden, need_weights: bool = False
+             ) -> tuple[torch.Tensor, _Hidden, torch.Tensor | None]:
+        logp, inner, attn = self.model.step(prev, state.inner, need_weights)
+        return logp, _Hidden(inner), attn
+
+
+class _Hidden:
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+
+    def select(self, index: torch.Tensor) -> _Hidden:
+        return _Hidden(self.inner.select(index))  # type: ignore[attr-defined]
+
+
+def _peaked_model(name: str) -> torch.nn.Module:
+    model = small_model(**CONFIGS[name])
+    with torch.no_grad():  # a peaked output layer: beams diverge and end at different steps
+        model.output.weight.mul_(8.0)
+    return model
+
+
+# coverage's state changes with each step of each row: it cannot be shared
+SHARED = {name: not name.startswith("coverage") for name in CONFIGS}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("need_weights", [False, True])
+def test_shared_sentence_rows_in_beam_search_change_nothing(name: str, need_weights: bool
+                                                            ) -> None:
+    """A sentence's k beams share its encoder tensors (group = k); the hypotheses, scores and
+    attention equal those of one gathered copy per row."""
+    model = _peaked_model(name)
+    torch.manual_seed(4)
+    src = torch.randint(4, 20, (5, 9))
+    src_mask = torch.ones_like(src, dtype=torch.bool)
+    src_mask[1, 6:] = False
+    src_mask[3, 4:] = False
+    src = src.masked_fill(~src_mask, PAD_ID)
+    max_len = torch.tensor([12, 7, 12, 5, 9])
+    need = need_weights and name != "none"
+    shared = beam_search(model, src, src_mask, max_len, 4, n_best=2, return_attention=need)
+    gathered = beam_search(_NoSharing(model), src, src_mask, max_len, 4, n_best=2,  # type: ignore[arg-type]
+                           return_attention=need)
+    for a_sent, b_sent in zip(shared, gathered, strict=True):
+        for a, b in zip(a_sent, b_sent, strict=True):
+            assert a.tokens == b.tokens
+            assert a.score == pytest.approx(b.score, abs=1e-4)
+            if need:
+                assert a.attention is not None and b.attention is not None
+                torch.testing.assert_close(a.attention, b.attention, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_grouped_state_select_with_any_index_falls_back_to_rows(name: str) -> None:
+    """repeat_rows shares what it can; an index that splits a sentence's rows (not a beam
+    reorder) still selects exactly, and a beam reorder stays grouped."""
+    model = _peaked_model(name)
+    src = torch.randint(4, 20, (3, 6))
+    src_mask = torch.ones_like(src, dtype=torch.bool)
+    state = model.init_state(model.encode(src, src_mask))
+    grouped = state.repeat_rows(3, 2)  # 6 rows, 2 per sentence
+    plain = state.select(torch.arange(3).repeat_interleave(2))
+    assert grouped.group == (2 if SHARED[name] else 1) and plain.group == 1
+    prev = torch.randint(4, 20, (6,))
+    with torch.no_grad():
+        a, grouped, _ = model.step(prev, grouped)
+        b, plain, _ = model.step(prev, plain)
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        index = torch.tensor([5, 0, 3, 3])  # rows of three different sentences, one twice
+        a, _, _ = model.step(prev[index], grouped.select(index))
+        b, _, _ = model.step(prev[index], plain.select(index))
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        reorder = torch.tensor([1, 1, 4, 5])  # two sentences, a beam reorder: stays grouped
+        kept = grouped.select(reorder)
+        if SHARED[name]:
+            assert kept.group == 2 and kept.memory.size(0) == 2
+        a, _, _ = model.step(prev[reorder], kept)
+        b, _, _ = model.step(prev[reorder], plain.select(reorder))
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
