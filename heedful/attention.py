@@ -192,7 +192,9 @@ class AdditiveAttention(Attention):
     def score(self, query: Tensor, keys: Tensor, state: AttentionState) -> Tensor:
         q = self.query_proj(query).unsqueeze(2)  # (B, Tq, 1, A)
         k = state["keys_proj"].unsqueeze(1)  # (B, 1, Tk, A)
-        return self.energy(torch.tanh(q + k)).squeeze(-1).unsqueeze(1)  # (B, 1, Tq, Tk)
+        # tanh in place on the sum: one (B, Tq, Tk, A) buffer, not two (autograd-safe: the
+        # sum is not needed backward, tanh's own output is)
+        return self.energy((q + k).tanh_()).squeeze(-1).unsqueeze(1)  # (B, 1, Tq, Tk)
 
 
 class MultiHeadAttention(Attention):
