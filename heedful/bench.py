@@ -77,14 +77,14 @@ def bench_training(config: Config, steps: int, warmup: int, compile_model: bool 
     from heedful.data import BatchStream
     from heedful.model import build_model, count_parameters
     from heedful.tokenizer import BOS_ID, EOS_ID, PAD_ID
-    from heedful.train import loss_sum, prepare_data
+    from heedful.train import build_optimizer, loss_sum, prepare_data
 
     torch.manual_seed(config.train.seed)
     with tempfile.TemporaryDirectory() as tmp:
         data = prepare_data(config, Path(tmp))
     tok = data.tokenizer
     model = build_model(config.model, tok.src_vocab_size, tok.tgt_vocab_size).train()
-    opt = torch.optim.Adam(model.parameters(), lr=config.train.lr, betas=config.train.betas)
+    opt = build_optimizer(model, config.train)
     stream = BatchStream(data.train_src, data.train_tgt, config.train.batch_tokens,
                          config.train.seed, PAD_ID, BOS_ID, EOS_ID)
     forward = torch.compile(model) if compile_model else model

@@ -161,7 +161,14 @@ def load_optimizer(optimizer: torch.optim.Optimizer, ckpt: Path,
     for name, t in tensors.items():
         _, idx, key = name.split(".", 2)
         state.setdefault(int(idx), {})[key] = t
-    optimizer.load_state_dict({"state": state, "param_groups": param_groups})
+    # the implementation flags are this optimizer's, not the saving run's (a run saved before
+    # the fused kernel resumes on it)
+    impl = ("fused", "foreach", "capturable", "differentiable")
+    groups = param_groups
+    if len(param_groups) == len(optimizer.param_groups):  # else load_state_dict says why
+        groups = [{**saved, **{k: now[k] for k in impl if k in now}}
+                  for saved, now in zip(param_groups, optimizer.param_groups, strict=True)]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
 # --------------------------------------------------------------------------- save

@@ -120,3 +120,21 @@ def test_safetensors_whose_header_length_starts_like_a_pickle_loads(tmp_path: Pa
     assert path.read_bytes()[0] == 0x80
     tensors, metadata = read_tensors(path)
     assert torch.equal(tensors["w"], torch.ones(2)) and "pad" in metadata
+
+
+def test_resume_keeps_this_runs_optimizer_kernel(tmp_path: Path) -> None:
+    """A checkpoint saved by an unfused Adam resumes on the fused kernel that train builds
+    (and back): the moments carry over, the implementation flag is the resuming run's."""
+    model, opt = model_and_optimizer()  # torch's default (unfused) Adam
+    ckpt = save_checkpoint(tmp_path, 1, model, {"step": 1}, opt)
+    state = verify_checkpoint(ckpt)
+    fused = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    load_optimizer(fused, ckpt, state["optimizer_param_groups"])
+    assert fused.param_groups[0]["fused"] is True
+    assert torch.equal(fused.state_dict()["state"][0]["exp_avg"],
+                       opt.state_dict()["state"][0]["exp_avg"])
+    fused.step()  # the fused kernel accepts the loaded state
+    plain = torch.optim.Adam(model.parameters(), lr=1e-3)
+    load_optimizer(plain, save_checkpoint(tmp_path, 2, model, {"step": 2}, fused),
+                   state["optimizer_param_groups"])
+    assert not plain.param_groups[0]["fused"]
