@@ -222,9 +222,11 @@ class RNNDecoder(nn.Module):
             new_state = replace(state, hidden=h, cell=c, attention=attn_state)
             return self.dropout(out), weights, new_state
         outputs, all_weights = [], []
-        for t in range(emb.size(1)):
+        # unbind, not emb[:, t : t + 1]: a slice's backward zero-fills all of (B, T, E) once
+        # per step (quadratic in T; 5% of an RNN update); unbind's backward stacks once
+        for step_emb in emb.unbind(1):
             assert state.feed is not None
-            x = torch.cat([emb[:, t : t + 1], state.feed.unsqueeze(1)], -1)
+            x = torch.cat([step_emb.unsqueeze(1), state.feed.unsqueeze(1)], -1)
             rnn_out, h, c = self._rnn(self.dropout(x), state)
             out, weights, attn_state = self._attend(rnn_out, state, need_weights)
             state = replace(state, hidden=h, cell=c, feed=out.squeeze(1), attention=attn_state)
