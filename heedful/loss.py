@@ -27,7 +27,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-BLOCK_ROWS = 64  # 64 x 8,000 float32 = 2 MB: one block's working copy fits the L2 cache
+# a block's float32 working copy: 2 MB (64 rows of an 8,000-piece vocabulary) fits the L2
+# cache; a small vocabulary gets more rows per block, so few blocks (and few Python-level ops)
+BLOCK_FLOATS = 64 * 8192
+
+
+def block_rows(vocab: int) -> int:
+    """Rows per block for a vocabulary of ``vocab`` entries (at least 1)."""
+    return max(1, BLOCK_FLOATS // vocab)
 
 
 class _SmoothedCrossEntropy(torch.autograd.Function):
@@ -39,10 +46,11 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
         # an ignored row's target may be any id (the pad id itself): gather a valid one
         safe_target = torch.where(keep, target, torch.zeros_like(target))
         loss = torch.empty(n, dtype=torch.float32, device=logits.device)
-        scratch = torch.empty(min(n, BLOCK_ROWS), vocab, dtype=torch.float32,
+        step = block_rows(vocab)
+        scratch = torch.empty(min(n, step), vocab, dtype=torch.float32,
                               device=logits.device)  # one block's log-probs, reused
-        for start in range(0, n, BLOCK_ROWS):
-            rows = slice(start, start + BLOCK_ROWS)
+        for start in range(0, n, step):
+            rows = slice(start, start + step)
             block = logits[rows]
             logp = torch.log_softmax(block, -1, dtype=torch.float32,
                                      out=scratch[: block.size(0)])
@@ -61,8 +69,9 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
         grad = torch.empty_like(logits)
         scale = grad_output.float() * keep.float()  # (N,)
         in_place = logits.dtype == torch.float32
-        for start in range(0, n, BLOCK_ROWS):
-            rows = slice(start, start + BLOCK_ROWS)
+        step = block_rows(vocab)
+        for start in range(0, n, step):
+            rows = slice(start, start + step)
             if in_place:  # float32: the softmax straight into its rows of grad, no copy
                 block = torch.softmax(logits[rows], -1, out=grad[rows])
             else:  # bf16/fp16 logits: a float32 working block, rounded once at the end

@@ -14,7 +14,8 @@ from heedful.loss import smoothed_cross_entropy_sum
 @pytest.mark.parametrize("eps", [0.0, 0.1])
 def test_equals_torch_cross_entropy(dtype: torch.dtype, eps: float,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(loss_module, "BLOCK_ROWS", 7)  # several blocks and a ragged last one
+    # 7 rows of 30 per block: several blocks and a ragged last one
+    monkeypatch.setattr(loss_module, "BLOCK_FLOATS", 7 * 30)
     torch.manual_seed(0)
     logits = (torch.randn(45, 30) * 3).to(dtype).requires_grad_()
     target = torch.randint(1, 30, (45,))
@@ -24,7 +25,7 @@ def test_equals_torch_cross_entropy(dtype: torch.dtype, eps: float,
     (expect_grad,) = torch.autograd.grad(expect, logits)
     got = smoothed_cross_entropy_sum(logits, target, eps, ignore_index=0)
     (got_grad,) = torch.autograd.grad(got * 2.0, logits)  # a non-unit upstream gradient
-    assert got.dtype == torch.float32
+    assert got.dtype == torch.float32 and loss_module.block_rows(30) == 7
     torch.testing.assert_close(got, expect, rtol=1e-5, atol=1e-4)
     assert got_grad.dtype == dtype
     tol = 1e-2 if dtype == torch.bfloat16 else 1e-6
