@@ -92,6 +92,33 @@ def whole_sentences(index: Tensor, group: int) -> Tensor | None:
     return sentence[:, 0]
 
 
+class SentenceGroupedState:
+    """``select`` for a decoder state whose rows are grouped ``group`` per sentence (the k beams
+    of one sentence share its per-sentence tensors; see ``TransformerState``).
+
+    The state provides ``group``, ``_gather(sentences, rows, group)`` (per-sentence tensors
+    from ``sentences``, per-row tensors from ``rows``) and ``_ungrouped()`` (one sentence row
+    per decoder row)."""
+
+    group: int
+
+    def select(self, index: Tensor) -> Any:
+        """The state of rows ``index`` (M,): row i of the result is row index[i] of this one."""
+        g = self.group
+        if g > 1:
+            sentences = whole_sentences(index, g)
+            if sentences is None:  # splits a sentence: one sentence row per decoder row
+                return self._ungrouped().select(index)
+            return self._gather(sentences, index, g)
+        return self._gather(index, index, 1)
+
+    def _gather(self, sentences: Tensor, rows: Tensor, group: int) -> Any:
+        raise NotImplementedError
+
+    def _ungrouped(self) -> Any:
+        raise NotImplementedError
+
+
 def pick_rows(t: Tensor, index: Tensor, dim: int = 0) -> Tensor:
     """``t.index_select(dim, index)``, skipped (``t`` itself) when ``index`` is 0, 1, ..., n-1
     over all of ``t``'s n rows — a beam step that keeps every sentence copies nothing."""

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from heedful.attention import Attention, AttentionState
-from heedful.decoding import pick_rows, whole_sentences
+from heedful.decoding import SentenceGroupedState, pick_rows
 from heedful.dropout import Dropout
 
 _RNNS: dict[str, type[nn.LSTM] | type[nn.GRU]] = {"lstm": nn.LSTM, "gru": nn.GRU}
@@ -63,7 +63,7 @@ class RNNEncoder(nn.Module):
 
 
 @dataclass
-class RNNDecoderState:
+class RNNDecoderState(SentenceGroupedState):
     """Everything the RNN decoder carries between steps; batch axis listed per field.
 
     hidden/cell: (L, B, H); feed: (B, H) previous attentional state (input feeding) or None;
@@ -103,16 +103,6 @@ class RNNDecoderState:
             feed=None if self.feed is None else self.feed.repeat_interleave(k, 0),
             group=k,
         )
-
-    def select(self, index: Tensor) -> RNNDecoderState:
-        """Reorder/expand the batch (beam search): new batch row i = old row index[i]."""
-        g = self.group
-        if g > 1:
-            sentences = whole_sentences(index, g)
-            if sentences is None:
-                return self._ungrouped().select(index)
-            return self._gather(sentences, index, g)
-        return self._gather(index, index, 1)
 
     def _gather(self, sentences: Tensor, rows: Tensor, group: int) -> RNNDecoderState:
         return replace(

@@ -25,7 +25,7 @@ from heedful.attention import (
     explicit_attention,
     fused_or_small_attention,
 )
-from heedful.decoding import StepFromDecode, pick_rows, whole_sentences
+from heedful.decoding import SentenceGroupedState, StepFromDecode, pick_rows
 from heedful.dropout import Dropout
 
 
@@ -155,7 +155,7 @@ class TransformerEncoderOutput:
 
 
 @dataclass
-class TransformerState:
+class TransformerState(SentenceGroupedState):
     """Decoder state.
 
     Rows are grouped: ``group`` consecutive decoder rows (the k beams of one sentence) share
@@ -179,16 +179,6 @@ class TransformerState:
         cache = [None if c is None else (c[0].repeat_interleave(k, 0),
                                          c[1].repeat_interleave(k, 0)) for c in self.cache]
         return replace(self, cache=cache, group=k)
-
-    def select(self, index: Tensor) -> TransformerState:
-        """The state of rows ``index`` (M,): row i of the result is row index[i] of this one."""
-        g = self.group
-        if g > 1:
-            sentences = whole_sentences(index, g)
-            if sentences is None:
-                return self._ungrouped().select(index)
-            return self._gather(sentences, index, g)
-        return self._gather(index, index, 1)
 
     def _gather(self, sentences: Tensor, rows: Tensor, group: int) -> TransformerState:
         return TransformerState(
