@@ -1,4 +1,5 @@
-"""Keep freed memory in the process instead of handing it back to the kernel (glibc only).
+"""Process-wide memory settings: keep freed memory in the process instead of handing it back
+to the kernel (glibc only), and bound oneDNN's per-shape kernel caches (bf16 on the CPU).
 
 Why: a training step allocates and frees several (tokens x vocabulary) float tensors — the
 logits and their gradient, 130 MB each at the benchmark's 4,096-token batches. glibc serves
@@ -46,3 +47,28 @@ def retain_freed_memory() -> bool:
     mallopt.restype = ctypes.c_int
     # mallopt returns 1 on success
     return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, _TRIM_NEVER))
+
+
+# Both caches are keyed by tensor shapes; the first is oneDNN's own, the second ideep's (the
+# layer between PyTorch and oneDNN). Their defaults (1,024 entries) are far more shapes than a
+# training step reuses.
+KERNEL_CACHE_VARIABLES = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
+KERNEL_CACHE_CAPACITY = 64
+
+
+def bound_kernel_caches(capacity: int = KERNEL_CACHE_CAPACITY) -> dict[str, str]:
+    """Cap oneDNN's and ideep's caches of compiled kernels at ``capacity`` shapes each.
+
+    Why: bf16 matrix products on the CPU run on oneDNN, which compiles and keeps a kernel (and
+    its scratch memory) for every new shape. Token-budget batches give almost every step new
+    shapes, so with the default capacities the benchmark Transformer's resident memory grew
+    by ~40 MB per step in bf16 (1.1 GB after 1 step, 2.8 GB after 40) while fp32 (MKL, no
+    caches) stayed at 1.9 GB. Capped at 64: 1.7 GB after 40 steps, tokens/s unchanged (4,345
+    vs 4,136); capped at 8 the kernels are rebuilt too often (3,987).
+
+    Sets the variables only where unset (a user's own setting wins); they are read when the
+    first bf16 product runs, so call this before that. Returns the values in effect."""
+    for name in KERNEL_CACHE_VARIABLES:
+        os.environ.setdefault(name, str(capacity))
+    return {name: os.environ[name] for name in KERNEL_CACHE_VARIABLES}
+

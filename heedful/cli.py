@@ -288,9 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from heedful.allocator import retain_freed_memory
+    from heedful.allocator import bound_kernel_caches, retain_freed_memory
 
     retain_freed_memory()  # this process is ours: reuse freed memory (see heedful.allocator)
+    bound_kernel_caches()
     try:
         return int(COMMANDS[args.command](args) or 0)
     except USER_ERRORS as err:

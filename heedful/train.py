@@ -267,6 +267,10 @@ def _train_on(ctx: distributed.DistContext, cfg: Config, run_dir: Path, resume: 
         torch.set_num_threads(tc.threads)
     if tc.precision == "fp16" and ctx.device.type != "cuda":
         raise TrainError("train.precision: fp16 needs a CUDA GPU; use bf16 (or fp32) on CPU")
+    if tc.precision == "bf16" and ctx.device.type == "cpu":
+        from heedful.allocator import bound_kernel_caches
+
+        bound_kernel_caches()  # from Python too, not only the console script (see there)
     torch.manual_seed(tc.seed)  # the same initial weights on every rank
     init_dir = None
     if init_from is not None:
