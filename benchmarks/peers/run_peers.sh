@@ -27,6 +27,7 @@
 #   BEAMS         beam sizes to time                          [1 5]
 #   DEV_BEAM      beam for the (untimed) dev-set BLEU decode; empty = skip [5]
 #   ONMT_ENC_HID  OpenNMT-py brnn enc_hid_size (sum of both directions) [256]
+#   JOEY_ENC_HID  Joey NMT bidirectional encoder hidden_size (per direction) [128]
 #   QUIET_WAIT_S  before each measured run, wait up to this long for the CPUs to be
 #                 free of other work (Linux PSI cpu avg10 < QUIET_PSI %) [900 / 5]
 # Results: one JSON per measurement in $PEERS_WORK/results/, summary table from
@@ -49,6 +50,7 @@ TEST_SLICE="${TEST_SLICE:-0}"
 BEAMS="${BEAMS:-1 5}"
 DEV_BEAM="${DEV_BEAM-5}"
 ONMT_ENC_HID="${ONMT_ENC_HID:-256}"
+JOEY_ENC_HID="${JOEY_ENC_HID:-128}"
 TF_SCHEDULE="${TF_SCHEDULE:-noam}"
 case "$TF_SCHEDULE" in
   noam) TF_LR=1.0; TF_DECAY=noam ;;
@@ -138,6 +140,7 @@ cfg_for() {  # peer model model_dir steps log_freq beam dev test load_model -> c
     MODEL_DIR="$mdir" DATA="$data" DEV="$dev" TEST="$test" LOAD_MODEL="$load" BEAM="$beam" \
     DEC_BATCH="$DEC_BATCH" MAX_OUT="$MAX_OUT" BATCH="$BATCH_TOKENS" STEPS="$steps" \
     LOG_FREQ="$lfreq" VALID_FREQ=100000000 ENC_HID="$ONMT_ENC_HID" DEC_HID=256 \
+    JOEY_ENC_HID="$JOEY_ENC_HID" \
     TF_LR="$TF_LR" TF_DECAY="$TF_DECAY"
   echo "$out"
 }
