@@ -31,11 +31,11 @@ from peers_report import HARNESS, MODELS, PEERS, write_report
 
 
 def run_peers(test_slice: int, max_out: int, threads: int, env: dict[str, str],
-              skip: list[str]) -> Path:
+              skip: list[str], models: list[str]) -> Path:
     env = {**env, "TEST_SLICE": str(test_slice), "MAX_OUT": str(max_out), "DEV_BEAM": "",
            "BEAMS": "1 5", "THREADS": str(threads)}
     for peer in PEERS:
-        for model in MODELS:
+        for model in models:
             if f"{peer}-{model}" not in skip:
                 subprocess.run([str(HARNESS / "run_peers.sh"), "data", "decode"],
                                env={**env, "PEERS": peer, "MODELS": model}, check=True)
@@ -69,9 +69,11 @@ def training_record(run: str) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rnn-model", required=True, help="heedful run trained with bench-rnn")
-    ap.add_argument("--transformer-model", required=True,
-                    help="heedful run trained with bench-transformer")
+    ap.add_argument("--rnn-model", help="heedful run trained with bench-rnn")
+    ap.add_argument("--transformer-model", help="heedful run trained with bench-transformer")
+    ap.add_argument("--only", choices=MODELS, help="one model (default both)")
+    ap.add_argument("--report", help="write docs/REPORT.md and .json (default peers_decode, "
+                                     "or peers_decode_int8 with --quantize)")
     ap.add_argument("--test-slice", type=int, default=500, help="first N test sentences")
     ap.add_argument("--max-out", type=int, default=200, help="the peers' output cap")
     ap.add_argument("--threads", type=int, default=2)
@@ -80,14 +82,18 @@ def main() -> None:
     ap.add_argument("--skip", action="append", default=[], metavar="PEER-MODEL",
                     help="leave one peer model out, e.g. joey-transformer (repeatable)")
     args = ap.parse_args()
+    models = [args.only] if args.only else list(MODELS)
+    runs = {m: getattr(args, f"{m}_model") for m in models}
+    missing = [f"--{m}-model" for m, run in runs.items() if not run]
+    if missing:
+        ap.error(f"{', '.join(missing)} required (or --only the other model)")
     results = (Path(args.peers_results) if args.peers_results
                else run_peers(args.test_slice, args.max_out, args.threads, dict(os.environ),
-                              args.skip))
-    runs = {"rnn": args.rnn_model, "transformer": args.transformer_model}
+                              args.skip, models))
     ours = run_heedful(runs, args.test_slice, args.threads, args.quantize)
     name = f"test{args.test_slice}" if args.test_slice else "test"
     rows = []
-    for model in MODELS:
+    for model in models:
         h = ours[model]
         for beam, key in ((1, "greedy"), (5, "beam5")):
             row: dict[str, Any] = {
@@ -132,7 +138,7 @@ def main() -> None:
             f"{r['heedful_bleu']} | {cell(r, 'joey')} | {cell(r, 'onmt')} | "
             f"{r.get('sent_ratio_vs_joey', '–')}×, {r.get('tok_ratio_vs_joey', '–')}× | "
             f"{r.get('sent_ratio_vs_onmt', '–')}×, {r.get('tok_ratio_vs_onmt', '–')}× |")
-    write_report("peers_decode_int8" if args.quantize else "peers_decode",
+    write_report(args.report or ("peers_decode_int8" if args.quantize else "peers_decode"),
                  f"Decoding, first {args.test_slice or 'all'} bible-es-en test sentences, "
                  f"batch 64, {args.threads} torch threads, peers capped at {args.max_out} "
                  "pieces (`python benchmarks/peers_decode.py`).", lines, report)
