@@ -71,4 +71,3 @@ def bound_kernel_caches(capacity: int = KERNEL_CACHE_CAPACITY) -> dict[str, str]
     for name in KERNEL_CACHE_VARIABLES:
         os.environ.setdefault(name, str(capacity))
     return {name: os.environ[name] for name in KERNEL_CACHE_VARIABLES}
-

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# a block's float32 working copy: 2 MB (64 rows of an 8,000-piece vocabulary) fits the L2
+# a block's float32 working copy: 2 MB (65 rows of an 8,000-piece vocabulary) fits the L2
 # cache; a small vocabulary gets more rows per block, so few blocks (and few Python-level ops)
 BLOCK_FLOATS = 64 * 8192
 
