@@ -100,6 +100,8 @@ def main() -> None:
                 "model": model, "beam": beam,
                 "heedful_sent_s": h[f"{key}_sentences_per_s"],
                 "heedful_tok_s": h[f"{key}_tokens_per_s"], "heedful_bleu": h[f"{key}_bleu"],
+                # one process decodes greedy then beam 5: its peak covers both
+                "heedful_peak_rss_mb": h.get("decode_peak_rss_mb"),
                 "heedful_training": training_record(runs[model])}
             for peer in PEERS:
                 path = results / f"decode-{peer}-{model}-{name}-beam{beam}.json"
@@ -107,8 +109,11 @@ def main() -> None:
                     row[f"{peer}_missing"] = str(path)
                     continue
                 p = json.loads(path.read_text())
+                if f"{peer}-{model}" in args.skip or args.peers_results:
+                    row[f"{peer}_reused"] = True  # an earlier run's record, not decoded now
                 row.update({f"{peer}_sent_s": p.get("sent_per_s"),
                             f"{peer}_tok_s": p.get("tok_per_s"), f"{peer}_bleu": p.get("bleu"),
+                            f"{peer}_peak_rss_mb": p.get("peak_rss_mb"),
                             f"{peer}_model_from": p.get("model_from")})
                 if p.get("sent_per_s") and p.get("tok_per_s"):
                     row[f"sent_ratio_vs_{peer}"] = round(h[f"{key}_sentences_per_s"]
@@ -127,21 +132,31 @@ def main() -> None:
     def cell(r: dict[str, Any], peer: str) -> str:
         if f"{peer}_sent_s" not in r:
             return "–"
-        return f"{r[f'{peer}_sent_s']} / {r[f'{peer}_tok_s']:,} / {r[f'{peer}_bleu']}"
+        reused = " (reused)" if r.get(f"{peer}_reused") else ""
+        return f"{r[f'{peer}_sent_s']} / {r[f'{peer}_tok_s']:,} / {r[f'{peer}_bleu']}{reused}"
 
     lines = ["| model | beam | heedful sent/s / tok/s / BLEU | Joey NMT | OpenNMT-py | "
-             "heedful ÷ Joey (sent/s, tok/s) | heedful ÷ OpenNMT-py (sent/s, tok/s) |",
-             "|---|---:|---|---|---|---:|---:|"]
+             "heedful ÷ Joey (sent/s, tok/s) | heedful ÷ OpenNMT-py (sent/s, tok/s) | "
+             "peak RSS MB heedful / Joey / OpenNMT-py |",
+             "|---|---:|---|---|---|---:|---:|---|"]
+
+    def rss(r: dict[str, Any], who: str) -> str:
+        value = r.get(f"{who}_peak_rss_mb")
+        return "–" if value is None else f"{round(float(value)):,}"
+
     for r in rows:
         lines.append(
             f"| {r['model']} | {r['beam']} | {r['heedful_sent_s']} / {r['heedful_tok_s']:,} / "
             f"{r['heedful_bleu']} | {cell(r, 'joey')} | {cell(r, 'onmt')} | "
             f"{r.get('sent_ratio_vs_joey', '–')}×, {r.get('tok_ratio_vs_joey', '–')}× | "
-            f"{r.get('sent_ratio_vs_onmt', '–')}×, {r.get('tok_ratio_vs_onmt', '–')}× |")
+            f"{r.get('sent_ratio_vs_onmt', '–')}×, {r.get('tok_ratio_vs_onmt', '–')}× | "
+            f"{rss(r, 'heedful')} / {rss(r, 'joey')} / {rss(r, 'onmt')} |")
     write_report(args.report or ("peers_decode_int8" if args.quantize else "peers_decode"),
                  f"Decoding, first {args.test_slice or 'all'} bible-es-en test sentences, "
                  f"batch 64, {args.threads} torch threads, peers capped at {args.max_out} "
-                 "pieces (`python benchmarks/peers_decode.py`).", lines, report)
+                 "pieces (`python benchmarks/peers_decode.py`). Peak RSS: each peer decoding "
+                 "run is its own process; heedful's one process decodes greedy, then beam 5.",
+                 lines, report)
 
 if __name__ == "__main__":
     main()

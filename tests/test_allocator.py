@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(
 # a fresh process each time: the setting is process-wide and cannot be undone
 _PROBE = """
 import resource, sys, torch
-from heedful.allocator import KERNEL_CACHE_VARIABLES, bound_kernel_caches, retain_freed_memory
+from heedful.allocator import retain_freed_memory
 took = retain_freed_memory() if sys.argv[1] == "retain" else False
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt

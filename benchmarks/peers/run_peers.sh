@@ -19,8 +19,8 @@
 #   BUDGET_MIN    wall-clock training budget per model (train stage) [20]
 #   BUDGET_S      the same in seconds (overrides BUDGET_MIN)
 #   BUDGET_STEPS  stop the train stage after this many updates instead (0 = wall clock only) [0]
-#   TF_SCHEDULE   OpenNMT-py Transformer learning rate: noam (factor 1, warm-up 1000, as
-#                 Joey's config) or constant (Adam at 1e-3, heedful's bench-transformer) [noam]
+#   TF_SCHEDULE   Transformer learning rate, both peers: noam (factor 1, warm-up 1000)
+#                 or constant (Adam at 1e-3, heedful's bench-transformer) [noam]
 #   DEC_BATCH     decoding batch size in sentences            [64]
 #   MAX_OUT       max output length in pieces when decoding   [200]
 #   TEST_SLICE    decode only the first N test sentences (0 = all) [0]
@@ -53,8 +53,8 @@ ONMT_ENC_HID="${ONMT_ENC_HID:-256}"
 JOEY_ENC_HID="${JOEY_ENC_HID:-128}"
 TF_SCHEDULE="${TF_SCHEDULE:-noam}"
 case "$TF_SCHEDULE" in
-  noam) TF_LR=1.0; TF_DECAY=noam ;;
-  constant) TF_LR=0.001; TF_DECAY=none ;;
+  noam) TF_LR=1.0; TF_DECAY=noam; JOEY_TF_SCHED=noam ;;
+  constant) TF_LR=0.001; TF_DECAY=none; JOEY_TF_SCHED=exponential ;;
   *) echo "TF_SCHEDULE must be noam or constant, not '$TF_SCHEDULE'" >&2; exit 2 ;;
 esac
 TIME_BIN="${TIME_BIN:-/usr/bin/time}"
@@ -141,7 +141,7 @@ cfg_for() {  # peer model model_dir steps log_freq beam dev test load_model -> c
     DEC_BATCH="$DEC_BATCH" MAX_OUT="$MAX_OUT" BATCH="$BATCH_TOKENS" STEPS="$steps" \
     LOG_FREQ="$lfreq" VALID_FREQ=100000000 ENC_HID="$ONMT_ENC_HID" DEC_HID=256 \
     JOEY_ENC_HID="$JOEY_ENC_HID" \
-    TF_LR="$TF_LR" TF_DECAY="$TF_DECAY"
+    TF_LR="$TF_LR" TF_DECAY="$TF_DECAY" JOEY_TF_SCHED="$JOEY_TF_SCHED"
   echo "$out"
 }
 
