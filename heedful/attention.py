@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from heedful.dropout import dropout as drop_elements
+from heedful.gemm import Linear
 
 AttentionState = dict[str, Tensor]
 """Per-source tensors a variant carries across decoding steps (batch-first)."""
@@ -168,7 +169,7 @@ class GeneralAttention(Attention):
 
     def __init__(self, query_dim: int, key_dim: int) -> None:
         super().__init__()
-        self.key_proj = nn.Linear(key_dim, query_dim, bias=False)
+        self.key_proj = Linear(key_dim, query_dim, bias=False)
 
     def precompute(self, keys: Tensor) -> AttentionState:
         return {"keys_proj": self.key_proj(keys)}
@@ -182,9 +183,9 @@ class AdditiveAttention(Attention):
 
     def __init__(self, query_dim: int, key_dim: int, attention_dim: int) -> None:
         super().__init__()
-        self.query_proj = nn.Linear(query_dim, attention_dim, bias=False)
-        self.key_proj = nn.Linear(key_dim, attention_dim, bias=True)
-        self.energy = nn.Linear(attention_dim, 1, bias=False)
+        self.query_proj = Linear(query_dim, attention_dim, bias=False)
+        self.key_proj = Linear(key_dim, attention_dim, bias=True)
+        self.energy = Linear(attention_dim, 1, bias=False)
 
     def precompute(self, keys: Tensor) -> AttentionState:
         return {"keys_proj": self.key_proj(keys)}
@@ -210,10 +211,10 @@ class MultiHeadAttention(Attention):
             raise ValueError(f"query_dim {query_dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.head_dim = query_dim // num_heads
-        self.query_proj = nn.Linear(query_dim, query_dim, bias=False)
-        self.key_proj = nn.Linear(key_dim, query_dim, bias=False)
-        self.value_proj = nn.Linear(key_dim, query_dim, bias=False)
-        self.out_proj = nn.Linear(query_dim, query_dim, bias=False)
+        self.query_proj = Linear(query_dim, query_dim, bias=False)
+        self.key_proj = Linear(key_dim, query_dim, bias=False)
+        self.value_proj = Linear(key_dim, query_dim, bias=False)
+        self.out_proj = Linear(query_dim, query_dim, bias=False)
 
     def _split(self, x: Tensor) -> Tensor:
         b, t, _ = x.shape
@@ -260,9 +261,9 @@ class LocalAttention(Attention):
     def __init__(self, query_dim: int, key_dim: int, window: int) -> None:
         super().__init__()
         self.window = window
-        self.key_proj = nn.Linear(key_dim, query_dim, bias=False)
-        self.position_proj = nn.Linear(query_dim, query_dim, bias=False)  # W_p
-        self.position_energy = nn.Linear(query_dim, 1, bias=False)  # v_p
+        self.key_proj = Linear(key_dim, query_dim, bias=False)
+        self.position_proj = Linear(query_dim, query_dim, bias=False)  # W_p
+        self.position_energy = Linear(query_dim, 1, bias=False)  # v_p
 
     def precompute(self, keys: Tensor) -> AttentionState:
         return {"keys_proj": self.key_proj(keys)}
@@ -311,10 +312,10 @@ class CoverageAttention(Attention):
 
     def __init__(self, query_dim: int, key_dim: int, attention_dim: int) -> None:
         super().__init__()
-        self.query_proj = nn.Linear(query_dim, attention_dim, bias=False)
-        self.key_proj = nn.Linear(key_dim, attention_dim, bias=True)
-        self.coverage_proj = nn.Linear(1, attention_dim, bias=False)  # w_c
-        self.energy = nn.Linear(attention_dim, 1, bias=False)
+        self.query_proj = Linear(query_dim, attention_dim, bias=False)
+        self.key_proj = Linear(key_dim, attention_dim, bias=True)
+        self.coverage_proj = Linear(1, attention_dim, bias=False)  # w_c
+        self.energy = Linear(attention_dim, 1, bias=False)
 
     def precompute(self, keys: Tensor) -> AttentionState:
         return {"keys_proj": self.key_proj(keys),

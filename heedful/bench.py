@@ -74,6 +74,9 @@ def bench_training(config: Config, steps: int, warmup: int, compile_model: bool 
     bf16 matrix products, fp32 weights, optimizer and loss reductions)."""
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"unknown precision {precision!r}; choose fp32 or bf16")
+    from heedful.precision import check_cpu_precision
+
+    check_cpu_precision(precision, key="--precision")
     from heedful.data import BatchStream
     from heedful.model import build_model, count_parameters
     from heedful.tokenizer import BOS_ID, EOS_ID, PAD_ID

@@ -292,6 +292,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     retain_freed_memory()  # this process is ours: reuse freed memory (see heedful.allocator)
     bound_kernel_caches()
+    code = _run_command(args)
+    from heedful import distributed
+
+    if argv is None and distributed.joined_process_group():
+        distributed.exit_now(code)  # a torchrun worker: see exit_now for why
+    return code
+
+
+def _run_command(args: argparse.Namespace) -> int:
     try:
         return int(COMMANDS[args.command](args) or 0)
     except USER_ERRORS as err:
@@ -862,7 +871,13 @@ def _cmd_chat(args: argparse.Namespace) -> int:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from heedful.bench import BENCH_CONFIGS, format_table, run_isolated, run_one
+    from heedful.precision import check_cpu_precision
 
+    if not args.skip_training:
+        try:
+            check_cpu_precision(args.precision, key="--precision")
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     names = args.only or list(BENCH_CONFIGS)
     models = {"rnn": args.rnn_model, "transformer": args.transformer_model}
     if len(names) == 1:  # this process measures it

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from heedful.gemm import Linear
 from heedful.tokenizer import EOS_ID, Tokenizer
 
 PROB_FLOOR = 1e-20
@@ -49,7 +50,7 @@ class PointerGenerator(nn.Module):
 
     def __init__(self, hidden_dim: int, embed_dim: int) -> None:
         super().__init__()
-        self.switch = nn.Linear(hidden_dim + embed_dim, 1)
+        self.switch = Linear(hidden_dim + embed_dim, 1)
 
     def forward(self, logits: Tensor, hidden: Tensor, emb: Tensor, attention: Tensor,
                 copy_ids: Tensor, num_extra: int) -> Tensor:

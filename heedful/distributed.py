@@ -15,9 +15,12 @@ tokens fall on the ranks.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -64,6 +67,14 @@ def env_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+_joined = False  # True once this process has joined a torchrun process group (see exit_now)
+
+
+def joined_process_group() -> bool:
+    """Whether :func:`setup` joined a process group in this process."""
+    return _joined
+
+
 def setup(device_name: str = "auto") -> DistContext:
     """Join the torchrun process group if launched by torchrun; pick the device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -74,13 +85,39 @@ def setup(device_name: str = "auto") -> DistContext:
     if use_cuda:
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
+        global _joined
         dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world)
+        _joined = True
     return DistContext(rank, world, local, device)
 
 
-def shutdown(ctx: DistContext) -> None:
+def shutdown(ctx: DistContext, finished: bool = True) -> None:
+    """Leave the process group. ``finished``: every rank got here normally, so wait for all of
+    them first (after an error the others may never arrive, and a barrier would hang)."""
     if ctx.enabled and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
+
+
+def exit_now(code: int) -> NoReturn:
+    """Flush and end the process without Python's interpreter teardown.
+
+    Why: once a model has been wrapped in DDP, ``destroy_process_group`` no longer stops gloo's
+    worker threads (torch 2.13 keeps the process group alive). A worker can still be letting
+    go of the last collective's tensors when the main thread is already tearing the
+    interpreter down; freeing a tensor that Python created needs the GIL, which a thread can
+    no longer take then, and the process aborts ("terminate called without an active
+    exception", SIGABRT, from ``ProcessGroupGloo::runLoop`` in a core dump) after all its work
+    is done — about 1 torchrun launch in 60 here. Everything heedful writes is closed by now,
+    so skipping the teardown loses nothing; the console script calls this under torchrun.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        # a closed or broken pipe: nothing left to save
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 def wrap(module: torch.nn.Module, ctx: DistContext) -> Any:

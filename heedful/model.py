@@ -23,6 +23,7 @@ from heedful.config import ModelConfig
 from heedful.copy import PointerGenerator, extend_source
 from heedful.decoding import StepFromDecode
 from heedful.dropout import Dropout
+from heedful.gemm import Linear
 from heedful.rnn import RNNDecoder, RNNDecoderState, RNNEncoder
 from heedful.tokenizer import PAD_ID, UNK_ID
 from heedful.transformer import TransformerSeq2Seq
@@ -138,7 +139,7 @@ def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int,
                          encoder.output_dim, attention,
                          cfg.input_feeding and attention is not None, cfg.dropout,
                          attentional_tanh=cfg.attentional_tanh)
-    output = nn.Linear(cfg.hidden_dim, tgt_vocab_size, bias=True)
+    output = Linear(cfg.hidden_dim, tgt_vocab_size, bias=True)
     if cfg.tie_output:
         output.weight = tgt_embed.weight
     copy = PointerGenerator(cfg.hidden_dim, cfg.embed_dim) if cfg.copy_attention else None

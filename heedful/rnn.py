@@ -28,6 +28,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from heedful.attention import Attention, AttentionState
 from heedful.decoding import SentenceGroupedState, pick_rows
 from heedful.dropout import Dropout
+from heedful.gemm import Linear
 
 _RNNS: dict[str, type[nn.LSTM] | type[nn.GRU]] = {"lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -145,11 +146,11 @@ class RNNDecoder(nn.Module):
             embed_dim + (hidden_dim if input_feeding else 0), hidden_dim, num_layers,
             batch_first=True, dropout=dropout if num_layers > 1 else 0.0)
         # keys and values: encoder states projected to the decoder's size
-        self.memory_proj = nn.Linear(memory_dim, hidden_dim, bias=False)
+        self.memory_proj = Linear(memory_dim, hidden_dim, bias=False)
         # bridge: encoder final states -> initial decoder states, one slice per layer
-        self.bridge_h = nn.Linear(memory_dim, num_layers * hidden_dim)
-        self.bridge_c = nn.Linear(memory_dim, num_layers * hidden_dim) if self.is_lstm else None
-        self.combine = nn.Linear(2 * hidden_dim, hidden_dim, bias=False) if attention else None
+        self.bridge_h = Linear(memory_dim, num_layers * hidden_dim)
+        self.bridge_c = Linear(memory_dim, num_layers * hidden_dim) if self.is_lstm else None
+        self.combine = Linear(2 * hidden_dim, hidden_dim, bias=False) if attention else None
         self.dropout = Dropout(dropout)
 
     def init_state(self, memory: Tensor, src_mask: Tensor, final_h: Tensor,

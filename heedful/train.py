@@ -255,9 +255,12 @@ def _train(cfg: Config, run_dir: Path, resume: bool, init_from: str | Path | Non
     tc = cfg.train
     ctx = distributed.setup(tc.device)
     try:
-        return _train_on(ctx, cfg, run_dir, resume, init_from, progress and ctx.is_main)
-    finally:
-        distributed.shutdown(ctx)
+        result = _train_on(ctx, cfg, run_dir, resume, init_from, progress and ctx.is_main)
+    except BaseException:
+        distributed.shutdown(ctx, finished=False)
+        raise
+    distributed.shutdown(ctx)
+    return result
 
 
 def _train_on(ctx: distributed.DistContext, cfg: Config, run_dir: Path, resume: bool,
@@ -269,6 +272,12 @@ def _train_on(ctx: distributed.DistContext, cfg: Config, run_dir: Path, resume: 
         raise TrainError("train.precision: fp16 needs a CUDA GPU; use bf16 (or fp32) on CPU")
     if tc.precision == "bf16" and ctx.device.type == "cpu":
         from heedful.allocator import bound_kernel_caches
+        from heedful.precision import check_cpu_precision
+
+        try:
+            check_cpu_precision(tc.precision)
+        except ValueError as err:
+            raise TrainError(str(err)) from None
 
         bound_kernel_caches()  # from Python too, not only the console script (see there)
     torch.manual_seed(tc.seed)  # the same initial weights on every rank

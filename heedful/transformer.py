@@ -27,6 +27,7 @@ from heedful.attention import (
 )
 from heedful.decoding import SentenceGroupedState, StepFromDecode, pick_rows
 from heedful.dropout import Dropout
+from heedful.gemm import Linear
 
 
 class SelfAttention(nn.Module):
@@ -35,8 +36,8 @@ class SelfAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int, dropout: float) -> None:
         super().__init__()
         self.num_heads, self.head_dim = num_heads, dim // num_heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.out = nn.Linear(dim, dim)
+        self.qkv = Linear(dim, 3 * dim)
+        self.out = Linear(dim, dim)
         self.dropout = dropout
 
     def forward(self, x: Tensor, key_mask: Tensor | None, causal: bool,
@@ -74,8 +75,8 @@ class SelfAttention(nn.Module):
 class FeedForward(nn.Module):
     def __init__(self, dim: int, ff_dim: int, dropout: float) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim, ff_dim), nn.ReLU(), Dropout(dropout),
-                                 nn.Linear(ff_dim, dim))
+        self.net = nn.Sequential(Linear(dim, ff_dim), nn.ReLU(), Dropout(dropout),
+                                 Linear(ff_dim, dim))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -230,7 +231,7 @@ class TransformerSeq2Seq(StepFromDecode, nn.Module):
                                      for _ in range(decoder_layers))
         self.encoder_norm = nn.LayerNorm(dim) if pre_norm else nn.Identity()
         self.decoder_norm = nn.LayerNorm(dim) if pre_norm else nn.Identity()
-        self.output = nn.Linear(dim, tgt_vocab)
+        self.output = Linear(dim, tgt_vocab)
         if tie_output:
             self.output.weight = self.tgt_embed.weight
         self.drop = Dropout(dropout)

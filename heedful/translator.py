@@ -19,6 +19,7 @@ from heedful.config import Config, ConfigError, DecodeConfig, load_config
 from heedful.copy import extend_source, extended_pieces, extended_text
 from heedful.data import pad
 from heedful.decoding import Hypothesis, beam_search, greedy_search, max_lengths
+from heedful.gemm import as_plain_linear
 from heedful.model import Model, build_model
 from heedful.tokenizer import PAD_ID, Tokenizer
 
@@ -116,8 +117,10 @@ class Translator:
 
         with warnings.catch_warnings():  # torch deprecates the quantized tensor API (still there)
             warnings.simplefilter("ignore")
+            # quantize_dynamic matches exact classes: heedful's Linear is an nn.Linear to it
             self.model = torch.ao.quantization.quantize_dynamic(
-                self.model, {torch.nn.Linear, torch.nn.LSTM, torch.nn.GRU}, dtype=torch.qint8)
+                as_plain_linear(self.model), {torch.nn.Linear, torch.nn.LSTM, torch.nn.GRU},
+                dtype=torch.qint8)
         return self
 
     @property

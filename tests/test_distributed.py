@@ -75,12 +75,19 @@ def test_distributed_resume_with_accumulation(tmp_path: Path) -> None:
 
 
 def test_bf16_autocast_trains_on_cpu_and_fp16_needs_a_gpu(tmp_path: Path, capsys) -> None:
+    from heedful.precision import cpu_has_native_bf16
+
     run = tmp_path / "bf16"
-    assert main(["train", *_data(), *TINY, "train.precision=bf16", "train.max_steps=3",
-                 "--run-dir", str(run), "--no-progress"]) == 0
-    weights = _weights(run)
-    assert all(w.dtype == torch.float32 for w in weights.values())  # master weights stay fp32
-    assert all(torch.isfinite(w).all() for w in weights.values())
+    code = main(["train", *_data(), *TINY, "train.precision=bf16", "train.max_steps=3",
+                 "--run-dir", str(run), "--no-progress"])
+    if cpu_has_native_bf16():
+        assert code == 0
+        weights = _weights(run)
+        assert all(w.dtype == torch.float32 for w in weights.values())  # fp32 master weights
+        assert all(torch.isfinite(w).all() for w in weights.values())
+    else:  # an AVX2-only CPU, say: a clear error before any work
+        assert code == 2
+        assert "train.precision: bf16 needs a CPU with native bf16" in capsys.readouterr().err
     capsys.readouterr()
     if not torch.cuda.is_available():
         assert main(["train", *_data(), *TINY, "train.precision=fp16", "train.max_steps=1",
@@ -98,3 +105,45 @@ def test_time_budget_counts_over_resumes(tmp_path: Path) -> None:
     again = train(cfg, tmp_path / "run", resume=True, progress=False)
     assert again.steps == first.steps  # the budget was spent: not one more step
     assert again.stopped_because == "time budget"
+
+
+def test_exit_now_flushes_what_was_printed_and_keeps_the_exit_code() -> None:
+    # stdout is a pipe here, so Python block-buffers it: without the flush os._exit loses it
+    code = ("import logging, sys; from heedful.distributed import exit_now; "
+            "logging.basicConfig(stream=sys.stderr); print('saved', end=''); "
+            "logging.getLogger('x').warning('logged'); exit_now(3)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 3
+    assert proc.stdout == "saved"
+    assert "logged" in proc.stderr
+
+
+@pytest.mark.timeout(300)
+def test_an_error_under_torchrun_is_reported_and_fails_the_launch(tmp_path: Path) -> None:
+    # the error comes after the ranks joined the process group: each leaves it without
+    # waiting for the others, prints why, and exits with the console script's code
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           "2", "-m", "heedful", "train", *_data(), *TINY, "train.precision=fp16",
+           "--run-dir", str(tmp_path / "ddp"), "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode != 0
+    assert proc.stderr.count("heedful: error: train.precision: fp16 needs a CUDA GPU") == 2
+
+
+def test_bf16_on_a_cpu_without_it_is_refused_up_front(tmp_path: Path, capsys, monkeypatch) -> None:
+    # what a CPU without AVX512-BF16/AMX answers, wherever this runs
+    import heedful.precision
+
+    monkeypatch.setattr(heedful.precision, "cpu_has_native_bf16", lambda: False)
+    assert main(["train", *_data(), *TINY, "train.precision=bf16", "train.max_steps=1",
+                 "--run-dir", str(tmp_path / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "heedful: error: train.precision: bf16 needs a CPU with native bf16" in err
+    assert "Use fp32 here" in err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert main(["bench", "--only", "rnn", "--steps", "1", "--warmup", "0",
+                 "--precision", "bf16"]) == 2
+    err = capsys.readouterr().err
+    assert "heedful: error: --precision: bf16 needs a CPU with native bf16" in err

@@ -1,0 +1,30 @@
+"""Which mixed precision this machine can train in, checked before any work starts.
+
+bf16 on the CPU is worth having only where the CPU computes in bf16 natively (AVX512-BF16 or
+AMX: Intel Cooper Lake / Sapphire Rapids and later, AMD Zen 4 and later). Elsewhere (AVX2-only
+CPUs, say) oneDNN has no bf16 kernels: its LSTM refuses to run at all ("could not create a
+primitive descriptor for the LSTM forward propagation primitive"), and the matrix products
+that do run are emulated and slower than fp32. So heedful says so up front instead of failing
+mid-run or training slower than asked.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def cpu_has_native_bf16() -> bool:
+    """True if oneDNN can run bf16 kernels on this CPU."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
+
+
+def check_cpu_precision(precision: str, key: str = "train.precision") -> None:
+    """Raise ValueError naming ``key`` if ``precision`` cannot run on this CPU."""
+    if precision == "bf16" and not cpu_has_native_bf16():
+        raise ValueError(
+            f"{key}: bf16 needs a CPU with native bf16 (AVX512-BF16 or AMX) or a GPU; this "
+            "CPU has none, so oneDNN cannot run the LSTM in bf16 and emulated bf16 products "
+            "would be slower than fp32. Use fp32 here.")
