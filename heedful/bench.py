@@ -180,10 +180,12 @@ def run_one(name: str, steps: int, warmup: int, threads: int, model: str | None,
     torch.set_num_threads(threads)
     torch.set_num_interop_threads(1)
     from heedful.allocator import bound_kernel_caches, retain_freed_memory
+    from heedful.gemm import cpu_gemm_backend
 
     report: dict[str, Any] = {"config": name, "threads": threads, "torch": torch.__version__,
                               "malloc": "retain" if retain_freed_memory() else "system",
-                              "kernel_caches": bound_kernel_caches()}
+                              "kernel_caches": bound_kernel_caches(),
+                              "cpu_gemm": cpu_gemm_backend()}
     if not skip_training:
         report.update(bench_training(bench_config(name), steps, warmup, compile_model, profile,
                                      precision))

@@ -292,6 +292,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     retain_freed_memory()  # this process is ours: reuse freed memory (see heedful.allocator)
     bound_kernel_caches()
+    from heedful.gemm import requested_backend
+
+    try:  # a bad setting stops here, not in the middle of a training run
+        requested_backend()
+    except ValueError as err:
+        print(f"heedful: error: {err}", file=sys.stderr)
+        return 2
     code = _run_command(args)
     from heedful import distributed
 

@@ -58,10 +58,7 @@ def cpu_gemm_backend() -> str:
     """
     global _backend
     if _backend is None:
-        requested = os.environ.get(GEMM_VARIABLE, "auto").strip().lower() or "auto"
-        if requested not in GEMM_CHOICES:
-            raise ValueError(f"{GEMM_VARIABLE}={os.environ[GEMM_VARIABLE]!r}: choose one of "
-                             f"{', '.join(GEMM_CHOICES)}")
+        requested = requested_backend()
         if not torch.backends.mkldnn.is_available():
             _backend = "mkl"
         elif requested == "auto":
@@ -69,6 +66,19 @@ def cpu_gemm_backend() -> str:
         else:
             _backend = requested
     return _backend
+
+
+def requested_backend() -> str:
+    """``HEEDFUL_CPU_GEMM`` as set (``auto`` when unset), checked but not measured.
+
+    Raises:
+        ValueError: it is set to something else than auto, onednn or mkl.
+    """
+    requested = os.environ.get(GEMM_VARIABLE, "auto").strip().lower() or "auto"
+    if requested not in GEMM_CHOICES:
+        raise ValueError(f"{GEMM_VARIABLE}={os.environ[GEMM_VARIABLE]!r}: choose one of "
+                         f"{', '.join(GEMM_CHOICES)}")
+    return requested
 
 
 def reset_cpu_gemm_backend() -> None:

@@ -337,6 +337,11 @@ def _train_on(ctx: distributed.DistContext, cfg: Config, run_dir: Path, resume: 
         log.info("distributed: rank %d of %d on %s; each step takes %d x %d batches",
                  ctx.rank, ctx.world_size, ctx.device, ctx.world_size, tc.accumulate)
     num_params = count_parameters(model)
+    if ctx.device.type == "cpu":
+        from heedful.gemm import cpu_gemm_backend
+
+        log.info("float32 linear layers on %s (heedful.gemm, HEEDFUL_CPU_GEMM)",
+                 cpu_gemm_backend())
     log.info("model: %s, %d parameters; %d batches per epoch", cfg.model.arch, num_params,
              len(stream.plan))
     model.train()

@@ -146,6 +146,7 @@ def test_measured_speedup_is_a_positive_ratio() -> None:
     assert gemm.measure_speedup(rows=256, dim=32, out_dim=64, repeats=2) > 0
 
 
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor:UserWarning")
 def test_linear_is_an_nn_linear_with_the_same_state_dict_and_quantizes() -> None:
     layer = Linear(8, 4)
     assert isinstance(layer, nn.Linear)
@@ -177,3 +178,12 @@ def test_a_transformer_update_matches_mkl(backend) -> None:
         results.append((logits.detach(), model.output.weight.grad.clone()))
     _close(results[1][0], results[0][0])
     _close(results[1][1], results[0][1])
+
+
+def test_the_console_script_rejects_a_bad_setting_before_any_work(monkeypatch, capsys) -> None:
+    from heedful.cli import main
+
+    monkeypatch.setenv(gemm.GEMM_VARIABLE, "fast")
+    assert main(["presets"]) == 2
+    assert "heedful: error: HEEDFUL_CPU_GEMM='fast': choose one of auto, onednn, mkl" in (
+        capsys.readouterr().err)
