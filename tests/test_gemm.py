@@ -147,6 +147,7 @@ def test_measured_speedup_is_a_positive_ratio() -> None:
 
 
 @pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor:UserWarning")
+@pytest.mark.filterwarnings("ignore:torch.ao.quantization is deprecated:DeprecationWarning")
 def test_linear_is_an_nn_linear_with_the_same_state_dict_and_quantizes() -> None:
     layer = Linear(8, 4)
     assert isinstance(layer, nn.Linear)
