@@ -31,9 +31,9 @@ def main() -> None:
     import ctranslate2
 
     from heedful.data import load_split
-    from heedful.evaluate import score_corpus
-    from heedful.export_ct2 import ct2_source_tokens, export_ctranslate2
-    from heedful.translator import Translator, resolve_run_dir
+    from heedful.analysis.metrics import score_corpus
+    from heedful.serving.ctranslate2 import ct2_source_tokens, export_ctranslate2
+    from heedful.decoding.translator import Translator, resolve_run_dir
 
     torch.set_num_threads(args.threads)
     translator = Translator.from_checkpoint(args.run_dir)

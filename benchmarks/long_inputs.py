@@ -41,8 +41,8 @@ def one(length: int, steps: int, backend: str, threads: int, attention_dropout: 
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     from heedful.bench import bench_config
-    from heedful.model import build_model
-    from heedful.train import loss_sum
+    from heedful.nn.architectures import build_model
+    from heedful.training.trainer import loss_sum
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

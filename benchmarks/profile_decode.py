@@ -15,7 +15,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from heedful.data import load_split
-from heedful.translator import Translator
+from heedful.decoding.translator import Translator
 
 
 def main() -> None:

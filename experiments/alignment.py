@@ -19,12 +19,12 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from heedful.aligner import AlignSettings, pair_attention, save_settings, tune
-from heedful.alignment import alignment_scores, read_alignments
+from heedful.analysis.attention_alignment import AlignSettings, pair_attention, save_settings, tune
+from heedful.analysis.word_alignment import alignment_scores, read_alignments
 from heedful.data import read_lines
 from heedful.datasets import dataset_file, dataset_split
-from heedful.translator import Translator
-from heedful.viz import plot_alignment
+from heedful.decoding.translator import Translator
+from heedful.analysis.plots import plot_alignment
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
@@ -33,7 +33,7 @@ from variants import RUNS, VARIANTS  # noqa: E402
 DOCS = ROOT / "docs"
 EFLOMAL = ROOT / "runs" / "eflomal" / "scores.json"
 CACHE = ROOT / "runs" / "alignment"
-SHIPPED = ROOT / "heedful" / "models" / "bible-es-en"  # the longer-trained shipped model
+SHIPPED = ROOT / "heedful" / "pretrained" / "bible-es-en"  # the longer-trained shipped model
 
 
 def gold(split: str) -> tuple[list[str], list[str], list[Any], list[Any]]:

@@ -20,8 +20,8 @@ import torch
 
 from heedful.checkpoint import average_run
 from heedful.data import load_split
-from heedful.evaluate import score_corpus
-from heedful.translator import Translator
+from heedful.analysis.metrics import score_corpus
+from heedful.decoding.translator import Translator
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))

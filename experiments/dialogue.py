@@ -19,9 +19,9 @@ from pathlib import Path
 
 from heedful.corpora import chatterbot_conversations
 from heedful.data import load_split
-from heedful.dialogue import ChatSession, distinct_n
-from heedful.forced import force_decode
-from heedful.translator import Translator
+from heedful.decoding.chat import ChatSession, distinct_n
+from heedful.decoding.forced import force_decode
+from heedful.decoding.translator import Translator
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 CONVERSATIONS = [

@@ -5,7 +5,7 @@
 As ../shared/data/scripts/eflomal_baseline.sh measured it: eflomal (model 3) aligns the
 training data plus the test set together (unsupervised), in both directions; the two are
 symmetrized with grow-diag-final-and; the test lines are scored with heedful's AER
-(all links and restricted, see :mod:`heedful.alignment`).
+(all links and restricted, see :mod:`heedful.analysis.word_alignment`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from heedful.alignment import Link, alignment_scores, format_links, parse_links, read_alignments
+from heedful.analysis.word_alignment import Link, alignment_scores, format_links, parse_links, read_alignments
 from heedful.data import read_lines
 from heedful.datasets import dataset_file, dataset_split
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from heedful.data import read_lines
 from heedful.datasets import dataset_split
-from heedful.evaluate import score_corpus
-from heedful.length import DEFAULT_EDGES, by_length, plot_by_length
-from heedful.translator import Translator
+from heedful.analysis.metrics import score_corpus
+from heedful.analysis.by_length import DEFAULT_EDGES, by_length, plot_by_length
+from heedful.decoding.translator import Translator
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))

@@ -78,7 +78,7 @@ def spent_seconds(run_dir: Path) -> float:
 
 
 def train_one(name: str, minutes: float) -> None:
-    from heedful.train import train
+    from heedful.training.trainer import train
 
     run_dir = RUNS / name
     if spent_seconds(run_dir) >= minutes * 60 - 1:
@@ -124,9 +124,9 @@ def evaluate_run(name: str, threads: int) -> dict[str, Any]:
 
     from heedful.checkpoint import find_checkpoint
     from heedful.data import load_split
-    from heedful.evaluate import score_corpus
-    from heedful.model import count_parameters
-    from heedful.translator import Translator
+    from heedful.analysis.metrics import score_corpus
+    from heedful.nn.architectures import count_parameters
+    from heedful.decoding.translator import Translator
 
     torch.set_num_threads(threads)
     run_dir = RUNS / name

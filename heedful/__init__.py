@@ -9,16 +9,16 @@ The Python API mirrors the command line::
     tr.translate(["Y dijo Dios: Sea la luz."], beam_size=5)
 """
 
+from heedful.analysis.metrics import score_corpus
+from heedful.analysis.plots import plot_attention
 from heedful.checkpoint import export_run
 from heedful.config import Config, ConfigError, load_config
 from heedful.data import DataError, read_jsonl, read_parallel, read_tsv
-from heedful.evaluate import score_corpus
-from heedful.model import Seq2Seq, build_model
+from heedful.decoding.translator import Translation, Translator
+from heedful.nn.architectures import Seq2Seq, build_model
 from heedful.presets import get_preset
 from heedful.quickstart import quickstart
-from heedful.train import train
-from heedful.translator import Translation, Translator
-from heedful.viz import plot_attention
+from heedful.training.trainer import train
 
 __version__ = "0.1.0"
 

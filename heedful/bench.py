@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from heedful.config import Config
+from heedful.errors import UnknownNameError
 from heedful.presets import get_preset
 
 BENCH_CONFIGS = ("rnn", "transformer")
@@ -52,7 +53,7 @@ def bench_config(name: str) -> Config:
         base = get_preset("transformer-small")
         update = {"model": {"dropout": 0.1}, **common}
     else:
-        raise KeyError(f"unknown benchmark configuration {name!r}; choose from "
+        raise UnknownNameError(f"unknown benchmark configuration {name!r}; choose from "
                        f"{', '.join(BENCH_CONFIGS)}")
     data = base.model_dump()
     for section, values in update.items():
@@ -74,13 +75,13 @@ def bench_training(config: Config, steps: int, warmup: int, compile_model: bool 
     bf16 matrix products, fp32 weights, optimizer and loss reductions)."""
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"unknown precision {precision!r}; choose fp32 or bf16")
-    from heedful.precision import check_cpu_precision
+    from heedful.runtime.precision import check_cpu_precision
 
     check_cpu_precision(precision, key="--precision")
     from heedful.data import BatchStream
-    from heedful.model import build_model, count_parameters
+    from heedful.nn.architectures import build_model, count_parameters
     from heedful.tokenizer import BOS_ID, EOS_ID, PAD_ID
-    from heedful.train import build_optimizer, loss_sum, prepare_data
+    from heedful.training.trainer import build_optimizer, loss_sum, prepare_data
 
     torch.manual_seed(config.train.seed)
     with tempfile.TemporaryDirectory() as tmp:
@@ -144,9 +145,9 @@ def bench_decoding(model_dir: str, limit: int | None, quantize: str | None = Non
 
     ``beam_stop``: the beam search's stopping rule (``decode.beam_stop``); the default is
     the peers' rule, so both sides search equally far."""
+    from heedful.analysis.metrics import score_corpus
     from heedful.data import load_split
-    from heedful.evaluate import score_corpus
-    from heedful.translator import Translator
+    from heedful.decoding.translator import Translator
 
     translator = Translator.from_checkpoint(model_dir)
     if quantize:
@@ -179,8 +180,8 @@ def run_one(name: str, steps: int, warmup: int, threads: int, model: str | None,
             precision: str = "fp32") -> dict[str, Any]:
     torch.set_num_threads(threads)
     torch.set_num_interop_threads(1)
-    from heedful.allocator import bound_kernel_caches, retain_freed_memory
-    from heedful.gemm import cpu_gemm_backend
+    from heedful.runtime.allocator import bound_kernel_caches, retain_freed_memory
+    from heedful.runtime.gemm import cpu_gemm_backend
 
     report: dict[str, Any] = {"config": name, "threads": threads, "torch": torch.__version__,
                               "malloc": "retain" if retain_freed_memory() else "system",

@@ -32,12 +32,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from heedful.errors import CheckpointError
+
 FORMAT_VERSION = 1
 _STEP_PREFIX = "step-"
-
-
-class CheckpointError(RuntimeError):
-    """A missing, corrupt or untrusted checkpoint; the message names the file."""
 
 
 # --------------------------------------------------------------------------- fs helpers
@@ -329,7 +327,7 @@ def export_run(run_dir: Path, out_dir: Path, half: bool = True) -> Path:
     """Copy a run's best checkpoint into a new self-contained run directory for inference:
     config, tokenizer, weights (fp16 if ``half``), no optimizer."""
     from heedful.config import load_config
-    from heedful.model import build_model
+    from heedful.nn.architectures import build_model
     from heedful.tokenizer import Tokenizer
 
     ckpt = find_checkpoint(run_dir)
@@ -352,7 +350,7 @@ def average_run(run_dir: Path, out_dir: Path, last: int, half: bool = False) -> 
     et al. 2016; what fairseq, OpenNMT-py and Marian ship) into a new self-contained run
     directory: config, tokenizer, one averaged checkpoint (no optimizer)."""
     from heedful.config import load_config
-    from heedful.model import build_model
+    from heedful.nn.architectures import build_model
     from heedful.tokenizer import Tokenizer
 
     if last < 1:

@@ -44,7 +44,7 @@ def _add_decode_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_align_options(p: argparse.ArgumentParser) -> None:
-    from heedful.alignment import METHODS
+    from heedful.analysis.word_alignment import METHODS
 
     g = p.add_argument_group("alignment extraction (defaults: RUN_DIR/alignment.json if tuned, "
                              "else argmax over the last layer's mean head)")
@@ -68,7 +68,7 @@ def _layer_or_mean(value: str, option: str) -> int | None:
 def _align_settings(args: argparse.Namespace, run_dir: Path) -> Any:
     from dataclasses import replace
 
-    from heedful.aligner import AlignSettings, load_settings
+    from heedful.analysis.attention_alignment import AlignSettings, load_settings
 
     settings = load_settings(run_dir) or AlignSettings()
     updates: dict[str, Any] = {}
@@ -288,11 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from heedful.allocator import bound_kernel_caches, retain_freed_memory
+    from heedful.runtime.allocator import bound_kernel_caches, retain_freed_memory
 
-    retain_freed_memory()  # this process is ours: reuse freed memory (see heedful.allocator)
+    retain_freed_memory()  # this process is ours: reuse freed memory (see heedful.runtime.allocator)
     bound_kernel_caches()
-    from heedful.gemm import requested_backend
+    from heedful.runtime.gemm import requested_backend
 
     try:  # a bad setting stops here, not in the middle of a training run
         requested_backend()
@@ -300,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"heedful: error: {err}", file=sys.stderr)
         return 2
     code = _run_command(args)
-    from heedful import distributed
+    from heedful.training import distributed
 
     if argv is None and distributed.joined_process_group():
         distributed.exit_now(code)  # a torchrun worker: see exit_now for why
@@ -326,7 +326,7 @@ def _run_command(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from heedful.presets import get_preset
-    from heedful.train import TrainError, train
+    from heedful.training.trainer import TrainError, train
 
     base: Config | None = get_preset(args.preset) if args.preset else None
     config_path = args.config
@@ -361,7 +361,7 @@ def _read_input(path: str | None) -> list[str]:
 
 
 def _cmd_translate(args: argparse.Namespace) -> int:
-    from heedful.translator import Translator
+    from heedful.decoding.translator import Translator
 
     translator = Translator.from_checkpoints(args.run_dir)
     if getattr(args, "quantize", None):
@@ -403,9 +403,9 @@ def _eval_files(args: argparse.Namespace, translator: Any) -> tuple[list[str], l
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import time
 
-    from heedful.evaluate import score_corpus
-    from heedful.length import by_length, format_table, plot_by_length
-    from heedful.translator import Translator, resolve_run_dir
+    from heedful.analysis.by_length import by_length, format_table, plot_by_length
+    from heedful.analysis.metrics import score_corpus
+    from heedful.decoding.translator import Translator, resolve_run_dir
 
     edges = _edges(args.buckets) if args.by_length else ()
     translator = Translator.from_checkpoints(args.run_dir)
@@ -478,11 +478,11 @@ def _output_metrics(args: argparse.Namespace, hyps: list[str], refs: list[str]
     """The optional metrics of evaluate/metrics: ROUGE (--rouge), distinct-1/2 (--distinct)."""
     report: dict[str, Any] = {}
     if args.rouge:
-        from heedful.evaluate import score_rouge
+        from heedful.analysis.metrics import score_rouge
 
         report["rouge"] = score_rouge(hyps, refs)
     if args.distinct:
-        from heedful.dialogue import distinct_n
+        from heedful.decoding.chat import distinct_n
 
         report["distinct_1"] = round(distinct_n(hyps, 1), 4)
         report["distinct_2"] = round(distinct_n(hyps, 2), 4)
@@ -493,7 +493,7 @@ def _perplexity(translator: Any, src: list[str], ref: list[str]) -> float:
     """exp(- mean log-probability per reference subword, EOS included)."""
     import math
 
-    from heedful.forced import force_decode
+    from heedful.decoding.forced import force_decode
 
     tok = translator.tokenizer
     results = force_decode(translator.model, tok.encode_src(src), tok.encode_tgt(ref))
@@ -503,7 +503,7 @@ def _perplexity(translator: Any, src: list[str], ref: list[str]) -> float:
 
 
 def _edges(text: str) -> tuple[int, ...]:
-    from heedful.length import parse_edges
+    from heedful.analysis.by_length import parse_edges
 
     try:
         return parse_edges(text)
@@ -512,7 +512,7 @@ def _edges(text: str) -> tuple[int, ...]:
 
 
 def _read_gold(path: str, expected: int, what: str) -> list[Any]:
-    from heedful.alignment import read_alignments
+    from heedful.analysis.word_alignment import read_alignments
 
     gold = read_alignments(path)
     if len(gold) != expected:
@@ -523,8 +523,8 @@ def _read_gold(path: str, expected: int, what: str) -> list[Any]:
 def _alignment_report(args: argparse.Namespace, translator: Any, run_dir: Path,
                       src: list[str], ref: list[str], sure: list[Any],
                       possible: list[Any] | None) -> dict[str, Any]:
-    from heedful.aligner import check_settings, pair_attention
-    from heedful.alignment import alignment_scores
+    from heedful.analysis.attention_alignment import check_settings, pair_attention
+    from heedful.analysis.word_alignment import alignment_scores
 
     settings = _align_settings(args, run_dir)
     pairs = pair_attention(translator, src, ref, progress=not args.json)
@@ -535,9 +535,9 @@ def _alignment_report(args: argparse.Namespace, translator: Any, run_dir: Path,
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from heedful.evaluate import score_corpus
-    from heedful.length import by_length, plot_by_length
-    from heedful.translator import Translator
+    from heedful.analysis.by_length import by_length, plot_by_length
+    from heedful.analysis.metrics import score_corpus
+    from heedful.decoding.translator import Translator
 
     edges = _edges(args.buckets)
     labels = (args.labels.split(",") if args.labels
@@ -578,9 +578,14 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_align(args: argparse.Namespace) -> int:
-    from heedful.aligner import check_settings, pair_attention, save_settings, tune
-    from heedful.alignment import format_links
-    from heedful.translator import Translator, resolve_run_dir
+    from heedful.analysis.attention_alignment import (
+        check_settings,
+        pair_attention,
+        save_settings,
+        tune,
+    )
+    from heedful.analysis.word_alignment import format_links
+    from heedful.decoding.translator import Translator, resolve_run_dir
 
     run_dir = resolve_run_dir(args.run_dir)
     translator = Translator.from_checkpoint(run_dir)
@@ -647,8 +652,8 @@ def _dev_gold(args: argparse.Namespace, translator: Any
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from heedful.forced import force_decode
-    from heedful.translator import Translator
+    from heedful.decoding.forced import force_decode
+    from heedful.decoding.translator import Translator
 
     translator = Translator.from_checkpoint(args.run_dir)
     corpus = read_parallel(args.src, args.tgt)
@@ -679,8 +684,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 
 def _cmd_attention(args: argparse.Namespace) -> int:
-    from heedful.translator import Translator
-    from heedful.viz import attention_html, plot_attention, plot_attention_grid
+    from heedful.analysis.plots import attention_html, plot_attention, plot_attention_grid
+    from heedful.decoding.translator import Translator
 
     translator = Translator.from_checkpoint(args.run_dir)
     if getattr(args, "quantize", None):
@@ -721,11 +726,11 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from heedful.checkpoint import export_run
-    from heedful.translator import resolve_run_dir
+    from heedful.decoding.translator import resolve_run_dir
 
     run_dir = resolve_run_dir(args.run_dir)
     if args.format == "ctranslate2":
-        from heedful.export_ct2 import export_ctranslate2
+        from heedful.serving.ctranslate2 import export_ctranslate2
 
         out = export_ctranslate2(run_dir, Path(args.out_dir), args.quantization)
     else:
@@ -744,8 +749,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                           "'heedful[serve]'") from None
     import torch
 
-    from heedful.serve import ServeSettings, create_app, parse_model_args
-    from heedful.translator import Translator
+    from heedful.decoding.translator import Translator
+    from heedful.serving.server import ServeSettings, create_app, parse_model_args
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -763,7 +768,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _cmd_average(args: argparse.Namespace) -> int:
     from heedful.checkpoint import average_run
-    from heedful.translator import resolve_run_dir
+    from heedful.decoding.translator import resolve_run_dir
 
     run_dir = resolve_run_dir(args.run_dir)
     out = Path(args.output or f"{run_dir}-avg{args.last}")
@@ -797,7 +802,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_metrics(args: argparse.Namespace) -> int:
-    from heedful.evaluate import score_corpus
+    from heedful.analysis.metrics import score_corpus
 
     corpus = read_parallel(args.hypotheses, args.references)
     hyps, refs = corpus.src, corpus.tgt
@@ -818,7 +823,7 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def _cmd_baseline(args: argparse.Namespace) -> int:
-    from heedful.baselines import baseline
+    from heedful.analysis.baselines import baseline
 
     if args.kind == "first-words" and args.n < 1:
         raise ConfigError(f"-n must be at least 1 (got {args.n})")
@@ -834,8 +839,8 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def _cmd_chat(args: argparse.Namespace) -> int:
-    from heedful.dialogue import ChatSession
-    from heedful.translator import Translator
+    from heedful.decoding.chat import ChatSession
+    from heedful.decoding.translator import Translator
 
     if args.context_turns < 1:
         raise ConfigError(f"--context-turns must be at least 1 (got {args.context_turns})")
@@ -878,7 +883,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from heedful.bench import BENCH_CONFIGS, format_table, run_isolated, run_one
-    from heedful.precision import check_cpu_precision
+    from heedful.runtime.precision import check_cpu_precision
 
     if not args.skip_training:
         try:

@@ -17,9 +17,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-
-class ConfigError(ValueError):
-    """A configuration problem, with a message that names the key path."""
+from heedful.decoding.options import DecodeOptions
+from heedful.errors import ConfigError
 
 
 class _Strict(BaseModel):
@@ -28,7 +27,7 @@ class _Strict(BaseModel):
 
 AttentionKind = Literal["none", "dot", "scaled_dot", "general", "additive", "multihead", "local",
                         "coverage"]
-"""Allowed values of ``model.attention`` (see :mod:`heedful.attention`)."""
+"""Allowed values of ``model.attention`` (see :mod:`heedful.nn.attention`)."""
 
 
 class SplitConfig(_Strict):
@@ -169,53 +168,13 @@ class TrainConfig(_Strict):
     loss scaling); weights and optimizer state stay float32."""
 
 
-class DecodeConfig(_Strict):
-    beam_size: int = Field(5, gt=0)
-    length_penalty: float = Field(1.0, ge=0)
-    """GNMT length penalty alpha: scores are divided by ((5 + length) / 6) ** alpha."""
-    max_len_a: float = Field(1.5, gt=0)
-    max_len_b: int = Field(10, ge=0)
-    """Outputs are capped at max_len_a * source length + max_len_b subwords."""
-    n_best: int = Field(1, gt=0)
-    beam_stop: Literal["certain", "top_finished"] = "certain"
-    """When beam search ends a sentence. ``certain``: once no hypothesis still in the beam
-    can beat the n-best finished ones (exact for the length penalty; may run longer).
-    ``top_finished``: once the best candidate of a step is EOS and n_best hypotheses have
-    finished (OpenNMT-py's and Joey NMT's rule; faster)."""
-    batch_size: int = Field(64, gt=0)
-    """Sentences per decoding batch."""
-    sample: bool = False
-    """Draw each token at random (temperature, top_k, top_p) instead of greedy/beam search."""
-    temperature: float = Field(1.0, gt=0)
-    top_k: int = Field(0, ge=0)
-    """Sample among the k most likely tokens only (0 = all)."""
-    top_p: float = Field(1.0, gt=0, le=1)
-    """Sample from the smallest set of most likely tokens whose mass reaches p (nucleus)."""
-    repetition_penalty: float = Field(1.0, gt=0)
-    """> 1 makes already generated tokens less likely (CTRL); greedy search and sampling."""
-    no_repeat_ngram_size: int = Field(0, ge=0)
-    """Never repeat an n-gram of this size (0 = off); greedy search and sampling."""
-    seed: int = 0
-    """Seed of the sampler: the same input, options and seed give the same output."""
-
-    @model_validator(mode="after")
-    def _check_search(self) -> DecodeConfig:
-        if self.sample and self.n_best > 1:
-            raise ValueError("decode.n_best must be 1 with decode.sample: true")
-        repeats = self.repetition_penalty != 1.0 or self.no_repeat_ngram_size > 0
-        if repeats and not self.sample and self.beam_size > 1:
-            raise ValueError("decode.repetition_penalty and decode.no_repeat_ngram_size apply "
-                             "to greedy search (beam_size: 1) and to sampling (sample: true)")
-        return self
-
-
 class Config(_Strict):
     name: str = "heedful"
     data: DataConfig = DataConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
-    decode: DecodeConfig = DecodeConfig()
+    decode: DecodeOptions = DecodeOptions()
 
     @model_validator(mode="after")
     def _cross(self) -> Config:

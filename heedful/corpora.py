@@ -26,14 +26,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from heedful.errors import CorpusBuildError
+
 APT_LISTS = Path("/var/lib/apt/lists")
 TRANSLATION_GLOB = "*_i18n_Translation-en*"
 SPLIT_SALT = "debian-desc-split-v1:"
 SUMM_MIN_TOKENS, SUMM_MAX_TOKENS = 5, 400
-
-
-class CorpusBuildError(RuntimeError):
-    """The corpus cannot be built here (missing input, unreadable file); says what to do."""
 
 
 # --------------------------------------------------------------------------- shared helpers

@@ -25,11 +25,7 @@ from typing import Any
 import torch
 
 from heedful.config import DataConfig
-
-
-class DataError(ValueError):
-    """A problem with an input file, with a message that names the file (and line)."""
-
+from heedful.errors import DataError
 
 # --------------------------------------------------------------------------- reading
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from heedful.config import Config, config_from_dict
+from heedful.errors import UnknownNameError
 
 
 def quickstart() -> Config:
@@ -146,5 +147,5 @@ PRESETS: dict[str, Callable[[], Config]] = {
 
 def get_preset(name: str) -> Config:
     if name not in PRESETS:
-        raise KeyError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
+        raise UnknownNameError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
     return PRESETS[name]()

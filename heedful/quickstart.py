@@ -7,13 +7,13 @@ import shutil
 import time
 from pathlib import Path
 
+from heedful.analysis.metrics import score_corpus
+from heedful.analysis.plots import plot_attention
 from heedful.config import load_config
 from heedful.data import load_split
-from heedful.evaluate import score_corpus
+from heedful.decoding.translator import Translator
 from heedful.presets import get_preset
-from heedful.train import train
-from heedful.translator import Translator
-from heedful.viz import plot_attention
+from heedful.training.trainer import train
 
 EXAMPLES = (0, 7, 42)
 """Test verses shown beside their references."""

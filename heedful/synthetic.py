@@ -14,10 +14,10 @@ import torch
 
 from heedful.config import ModelConfig
 from heedful.data import BatchStream, make_batch
-from heedful.decoding import greedy_search
-from heedful.model import Model, build_model
+from heedful.decoding.search import greedy_search
+from heedful.nn.architectures import Model, build_model
 from heedful.tokenizer import BOS_ID, EOS_ID, PAD_ID
-from heedful.train import loss_sum
+from heedful.training.trainer import loss_sum
 
 NUM_SPECIAL = 4  # pad, unk, bos, eos
 

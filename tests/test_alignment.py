@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from heedful.alignment import (
+from heedful.analysis.word_alignment import (
     alignment_scores,
     encode_words,
     extract_links,
@@ -19,9 +19,9 @@ from heedful.alignment import (
 )
 from heedful.data import DataError
 from heedful.datasets import dataset_file
-from heedful.forced import force_decode
+from heedful.decoding.forced import force_decode
 from heedful.tokenizer import Tokenizer
-from heedful.translator import Translator
+from heedful.decoding.translator import Translator
 
 # ----------------------------------------------------------------------------- AER
 
@@ -98,7 +98,7 @@ def test_bundled_gold_files_parse_and_line_up() -> None:
 
 @pytest.fixture(scope="module")
 def tokenizer() -> Tokenizer:
-    from heedful.translator import resolve_run_dir
+    from heedful.decoding.translator import resolve_run_dir
 
     return Tokenizer.load(resolve_run_dir("bible-es-en"))
 
@@ -210,7 +210,7 @@ def test_forced_scores_do_not_depend_on_the_batch(shipped: Translator) -> None:
 def test_forced_log_prob_matches_the_training_loss(shipped: Translator) -> None:
     from heedful.data import make_batch
     from heedful.tokenizer import BOS_ID, EOS_ID, PAD_ID
-    from heedful.train import loss_sum
+    from heedful.training.trainer import loss_sum
 
     tok = shipped.tokenizer
     src = tok.encode_src(["Jesús lloró.", "Y fué la luz."])

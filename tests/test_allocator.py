@@ -1,4 +1,4 @@
-"""heedful.allocator: freed memory is reused instead of faulted in again (glibc only)."""
+"""heedful.runtime.allocator: freed memory is reused instead of faulted in again (glibc only)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from heedful.allocator import KERNEL_CACHE_VARIABLES, bound_kernel_caches, retain_freed_memory
-from heedful.precision import cpu_has_native_bf16
+from heedful.runtime.allocator import KERNEL_CACHE_VARIABLES, bound_kernel_caches, retain_freed_memory
+from heedful.runtime.precision import cpu_has_native_bf16
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(
 # a fresh process each time: the setting is process-wide and cannot be undone
 _PROBE = """
 import resource, sys, torch
-from heedful.allocator import retain_freed_memory
+from heedful.runtime.allocator import retain_freed_memory
 took = retain_freed_memory() if sys.argv[1] == "retain" else False
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -70,7 +70,7 @@ def test_heedful_malloc_system_leaves_the_defaults(monkeypatch: pytest.MonkeyPat
 # bf16 products of 120 new shapes (rows 200, 208, ...): oneDNN keeps a kernel per shape
 _SHAPES_PROBE = """
 import sys, torch
-from heedful.allocator import bound_kernel_caches
+from heedful.runtime.allocator import bound_kernel_caches
 if sys.argv[1] == "bounded":
     print(bound_kernel_caches(16), file=sys.stderr)
 torch.set_num_threads(1)

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from heedful.cli import main
 from heedful.datasets import dataset_file
-from heedful.length import assign_buckets, bucket_bounds, by_length, parse_edges, plot_by_length
-from heedful.viz import attention_html, plot_alignment, plot_attention_grid
+from heedful.analysis.by_length import assign_buckets, bucket_bounds, by_length, parse_edges, plot_by_length
+from heedful.analysis.plots import attention_html, plot_alignment, plot_attention_grid
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

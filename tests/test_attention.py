@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from heedful.attention import (
+from heedful.nn.attention import (
     ATTENTIONS,
     LocalAttention,
     build_attention,

@@ -9,9 +9,9 @@ import pytest
 from heedful.bench import bench_config, bench_training, format_table
 from heedful.cli import main
 from heedful.config import ConfigError
-from heedful.model import build_model, count_parameters
-from heedful.precision import cpu_has_native_bf16
-from heedful.translator import Translator
+from heedful.nn.architectures import build_model, count_parameters
+from heedful.runtime.precision import cpu_has_native_bf16
+from heedful.decoding.translator import Translator
 
 
 def test_rnn_configuration_is_the_peers_shape() -> None:
@@ -99,7 +99,7 @@ def test_int8_quantization_keeps_the_shipped_model_close(capsys) -> None:
     int8 = Translator.from_checkpoint("bible-es-en").quantize("int8")
     assert "DynamicQuantized" in repr(int8.model)
     quant = [r.text for r in int8.translate(src, beam_size=1)]
-    from heedful.evaluate import score_corpus
+    from heedful.analysis.metrics import score_corpus
 
     ref = test.tgt[:40]
     # int8 changes some words, not the model: close to its own fp32 outputs, similar BLEU

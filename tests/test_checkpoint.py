@@ -18,7 +18,7 @@ from heedful.checkpoint import (
     verify_checkpoint,
 )
 from heedful.config import ModelConfig
-from heedful.model import build_model
+from heedful.nn.architectures import build_model
 
 CFG = ModelConfig(embed_dim=16, hidden_dim=16, tie_output=True, share_embeddings=True)
 

@@ -69,7 +69,7 @@ def test_translate_files_and_json_nbest(trained_run: Path, tmp_path: Path, capsy
 
 
 def test_source_pieces_end_with_one_eos_and_long_inputs_are_capped(trained_run: Path) -> None:
-    from heedful.translator import MAX_SOURCE_PIECES, Translator
+    from heedful.decoding.translator import MAX_SOURCE_PIECES, Translator
 
     translator = Translator.from_checkpoint(trained_run)
     short, long = translator.translate(["Y dijo Dios.", "palabra " * 3000], beam_size=1,

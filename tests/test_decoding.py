@@ -11,8 +11,8 @@ import torch
 
 from heedful.config import ModelConfig
 from heedful.data import pad
-from heedful.decoding import beam_search, greedy_search, length_penalty
-from heedful.model import build_model
+from heedful.decoding.search import beam_search, greedy_search, length_penalty
+from heedful.nn.architectures import build_model
 from heedful.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 A, B = 4, 5

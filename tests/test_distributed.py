@@ -75,7 +75,7 @@ def test_distributed_resume_with_accumulation(tmp_path: Path) -> None:
 
 
 def test_bf16_autocast_trains_on_cpu_and_fp16_needs_a_gpu(tmp_path: Path, capsys) -> None:
-    from heedful.precision import cpu_has_native_bf16
+    from heedful.runtime.precision import cpu_has_native_bf16
 
     run = tmp_path / "bf16"
     code = main(["train", *_data(), *TINY, "train.precision=bf16", "train.max_steps=3",
@@ -97,7 +97,7 @@ def test_bf16_autocast_trains_on_cpu_and_fp16_needs_a_gpu(tmp_path: Path, capsys
 
 def test_time_budget_counts_over_resumes(tmp_path: Path) -> None:
     from heedful.config import load_config
-    from heedful.train import train
+    from heedful.training.trainer import train
 
     cfg = load_config(None, [*_data(), *TINY, "train.max_minutes=0.02", "train.valid_every=1000"])
     first = train(cfg, tmp_path / "run", progress=False)
@@ -109,7 +109,7 @@ def test_time_budget_counts_over_resumes(tmp_path: Path) -> None:
 
 def test_exit_now_flushes_what_was_printed_and_keeps_the_exit_code() -> None:
     # stdout is a pipe here, so Python block-buffers it: without the flush os._exit loses it
-    code = ("import logging, sys; from heedful.distributed import exit_now; "
+    code = ("import logging, sys; from heedful.training.distributed import exit_now; "
             "logging.basicConfig(stream=sys.stderr); print('saved', end=''); "
             "logging.getLogger('x').warning('logged'); exit_now(3)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -134,9 +134,9 @@ def test_an_error_under_torchrun_is_reported_and_fails_the_launch(tmp_path: Path
 
 def test_bf16_on_a_cpu_without_it_is_refused_up_front(tmp_path: Path, capsys, monkeypatch) -> None:
     # what a CPU without AVX512-BF16/AMX answers, wherever this runs
-    import heedful.precision
+    import heedful.runtime.precision
 
-    monkeypatch.setattr(heedful.precision, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(heedful.runtime.precision, "cpu_has_native_bf16", lambda: False)
     assert main(["train", *_data(), *TINY, "train.precision=bf16", "train.max_steps=1",
                  "--run-dir", str(tmp_path / "run"), "--no-progress"]) == 2
     err = capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""The cheap CPU dropout (heedful.dropout): F.dropout's distribution, gradient and API."""
+"""The cheap CPU dropout (heedful.runtime.dropout): F.dropout's distribution, gradient and API."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from heedful.attention import explicit_attention
-from heedful.dropout import Dropout, dropout, keep_mask
+from heedful.nn.attention import explicit_attention
+from heedful.runtime.dropout import Dropout, dropout, keep_mask
 
 
 @pytest.mark.parametrize("p", [0.1, 0.2, 0.5])

@@ -11,9 +11,9 @@ import torch
 from heedful.checkpoint import CheckpointError, average_run, model_state
 from heedful.cli import main
 from heedful.datasets import dataset_file
-from heedful.ensemble import Ensemble
-from heedful.forced import force_decode
-from heedful.translator import Translator
+from heedful.decoding.ensemble import Ensemble
+from heedful.decoding.forced import force_decode
+from heedful.decoding.translator import Translator
 
 TINY = ["tokenizer.vocab_size=500", "model.embed_dim=32", "model.hidden_dim=32",
         "train.batch_tokens=800", "train.valid_every=2", "train.log_every=2",

@@ -9,7 +9,7 @@ import pytest
 from heedful.cli import main
 from heedful.data import read_lines
 from heedful.datasets import dataset_file
-from heedful.translator import Translator
+from heedful.decoding.translator import Translator
 
 ctranslate2 = pytest.importorskip("ctranslate2", reason="ctranslate2 is not installed")
 
@@ -37,7 +37,7 @@ TRANSFORMER = ["model.arch=transformer", "model.attention=multihead", "model.att
 ], ids=["pre-norm-tied", "post-norm-learned-positions"])
 def test_ctranslate2_greedy_agrees_with_heedful(tmp_path: Path, variant: list[str],
                                                  capsys) -> None:
-    from heedful.export_ct2 import ct2_source_tokens
+    from heedful.serving.ctranslate2 import ct2_source_tokens
 
     run = _train(tmp_path / "run", *TRANSFORMER, *variant)
     out = tmp_path / "ct2"

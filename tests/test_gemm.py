@@ -1,4 +1,4 @@
-"""heedful.gemm: float32 linear layers on oneDNN give F.linear's values and gradients."""
+"""heedful.runtime.gemm: float32 linear layers on oneDNN give F.linear's values and gradients."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from heedful import gemm
-from heedful.gemm import MIN_OUT_FEATURES, MIN_ROWS, Linear, as_plain_linear, linear
+from heedful.runtime import gemm
+from heedful.runtime.gemm import MIN_OUT_FEATURES, MIN_ROWS, Linear, as_plain_linear, linear
 
 needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(),
                                   reason="PyTorch built without oneDNN")
@@ -163,7 +163,7 @@ def test_linear_is_an_nn_linear_with_the_same_state_dict_and_quantizes() -> None
 @needs_onednn
 def test_a_transformer_update_matches_mkl(backend) -> None:
     """A whole forward/backward of the Transformer: oneDNN and MKL agree to float32 rounding."""
-    from heedful.transformer import TransformerSeq2Seq
+    from heedful.nn.transformer import TransformerSeq2Seq
 
     torch.manual_seed(0)
     model = TransformerSeq2Seq(50, 50, 32, 4, 64, 2, 2, 0.0, True, False, 64, True, True, 0)

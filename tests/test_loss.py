@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from heedful import loss as loss_module
-from heedful.loss import smoothed_cross_entropy_sum
+from heedful.nn import loss as loss_module
+from heedful.nn.loss import smoothed_cross_entropy_sum
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from heedful.cli import main
-from heedful.evaluate import score_rouge
+from heedful.analysis.metrics import score_rouge
 
 
 def test_rouge_by_hand() -> None:

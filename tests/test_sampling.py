@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from heedful.cli import main
-from heedful.sampling import block_ngrams, filter_top_k_top_p, penalize_repeats
-from heedful.translator import Translator
+from heedful.decoding.sampling import block_ngrams, filter_top_k_top_p, penalize_repeats
+from heedful.decoding.translator import Translator
 
 SRC = ["Y dijo Dios: Sea la luz: y fué la luz.", "Jesús lloró.",
        "En el principio crió Dios los cielos y la tierra."]

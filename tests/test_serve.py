@@ -20,8 +20,8 @@ import httpx
 from fastapi.testclient import TestClient
 
 from heedful.cli import main
-from heedful.serve import ServeSettings, create_app
-from heedful.translator import Translator
+from heedful.serving.server import ServeSettings, create_app
+from heedful.decoding.translator import Translator
 
 SENTENCE = "Y dijo Dios: Sea la luz: y fué la luz."
 
@@ -261,7 +261,7 @@ def test_html_export_opens_offline_in_a_browser(translator: Translator, tmp_path
     """`heedful attention --html`'s page, opened from disk: no request leaves the file, and
     hovering a target token highlights source tokens."""
     playwright = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
-    from heedful.viz import attention_html
+    from heedful.analysis.plots import attention_html
 
     r = translator.translate([SENTENCE], return_attention=True, beam_size=1)[0]
     assert r.attention is not None

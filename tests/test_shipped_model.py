@@ -6,8 +6,8 @@ from pathlib import Path
 
 from heedful.cli import main
 from heedful.data import load_split
-from heedful.evaluate import score_corpus
-from heedful.translator import SHIPPED_MODELS_DIR, Translator, resolve_run_dir
+from heedful.analysis.metrics import score_corpus
+from heedful.decoding.translator import SHIPPED_MODELS_DIR, Translator, resolve_run_dir
 
 
 def test_shipped_model_is_small_and_found_by_name() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from heedful.baselines import first_sentence, first_words
+from heedful.analysis.baselines import first_sentence, first_words
 from heedful.cli import main
 from heedful.config import ConfigError, load_config
 from heedful.corpora import (
@@ -23,7 +23,7 @@ from heedful.corpora import (
 )
 from heedful.data import DataError, load_split, read_jsonl
 from heedful.datasets import dataset_file
-from heedful.dialogue import ChatSession, distinct_n
+from heedful.decoding.chat import ChatSession, distinct_n
 from heedful.presets import get_preset
 
 INDEX = """Package: alpha
@@ -204,7 +204,7 @@ def dialogue_run(tmp_path_factory) -> Path:
 
 
 def test_separator_is_one_piece(dialogue_run: Path) -> None:
-    from heedful.translator import Translator
+    from heedful.decoding.translator import Translator
 
     tok = Translator.from_checkpoint(dialogue_run).tokenizer
     assert "<sep>" in tok.src_pieces(tok.encode_src(["hi <sep> hello"])[0])
@@ -229,7 +229,7 @@ def test_chat_loop_keeps_and_resets_context(dialogue_run: Path) -> None:
 def test_chat_session_window(dialogue_run: Path) -> None:
     class Echo:
         def translate(self, lines, **kwargs):
-            from heedful.translator import Translation
+            from heedful.decoding.translator import Translation
             return [Translation(f"re {lines[0][-3:]}", 0.0)]
 
     chat = ChatSession(Echo(), context_turns=2)

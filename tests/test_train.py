@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from heedful.config import TrainConfig, load_config
-from heedful.train import _plateau_update, learning_rate, train
-from heedful.translator import Translator
+from heedful.training.trainer import _plateau_update, learning_rate, train
+from heedful.decoding.translator import Translator
 
 
 def test_constant_with_warmup() -> None:

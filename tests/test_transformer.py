@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from heedful.config import ConfigError, load_config
-from heedful.transformer import SelfAttention
+from heedful.nn.transformer import SelfAttention
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -57,7 +57,7 @@ def test_transformer_config_rules(overrides: list[str], message: str) -> None:
 ])
 def test_attention_kernel_choice_gives_the_same_result(dtype: torch.dtype, grad: bool,
                                                        is_causal: bool) -> None:
-    from heedful.attention import fused_or_small_attention
+    from heedful.nn.attention import fused_or_small_attention
 
     torch.manual_seed(5)
     q, k, v = (torch.randn(3, 2, 6, 8) for _ in range(3))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from heedful.attention import ATTENTIONS
+from heedful.nn.attention import ATTENTIONS
 from heedful.config import ModelConfig
 from heedful.synthetic import train_reverse
 

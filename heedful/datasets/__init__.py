@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from heedful.errors import UnknownNameError
+
 _HERE = Path(__file__).parent
 
 BUNDLED: dict[str, tuple[Path, str, str]] = {
@@ -32,12 +34,13 @@ def dataset_names() -> list[str]:
 def dataset_split(name: str, split: str) -> tuple[Path, Path]:
     """(source file, target file) of a bundled dataset's split (train files are gzipped)."""
     if name not in BUNDLED:
-        raise KeyError(f"unknown dataset {name!r}; bundled datasets: {', '.join(dataset_names())}")
+        raise UnknownNameError(f"unknown dataset {name!r}; bundled datasets: "
+                               f"{', '.join(dataset_names())}")
     folder, s, t = BUNDLED[name]
     gz = ".gz" if split == "train" else ""
     src, tgt = folder / f"{split}.{s}{gz}", folder / f"{split}.{t}{gz}"
     if not src.exists():
-        raise KeyError(f"dataset {name!r} has no split {split!r}")
+        raise UnknownNameError(f"dataset {name!r} has no split {split!r}")
     return src, tgt
 
 

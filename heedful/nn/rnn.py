@@ -9,7 +9,7 @@ Decoder, per target step t (Luong's "global attention" with input feeding):
     c_t      = Attention(q = h_t, K = V = W_m enc)          (the injected attention module)
     h~_t     = tanh(W_c [h_t; c_t])                         (the attentional hidden state;
                                                             linear without model.attentional_tanh)
-    p(y_t)   = softmax(W_o h~_t)                            (in :mod:`heedful.model`)
+    p(y_t)   = softmax(W_o h~_t)                            (in :mod:`heedful.nn.architectures`)
 
 Without input feeding the RNN runs over the whole target sequence in one call and attention
 is computed for all steps at once (much faster to train). Without attention (the
@@ -25,10 +25,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from heedful.attention import Attention, AttentionState
-from heedful.decoding import SentenceGroupedState, pick_rows
-from heedful.dropout import Dropout
-from heedful.gemm import Linear
+from heedful.decoding.search import SentenceGroupedState, pick_rows
+from heedful.nn.attention import Attention, AttentionState
+from heedful.runtime.dropout import Dropout
+from heedful.runtime.gemm import Linear
 
 _RNNS: dict[str, type[nn.LSTM] | type[nn.GRU]] = {"lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -73,7 +73,7 @@ class RNNDecoderState(SentenceGroupedState):
     copy_ids: (B, S) source ids in the extended vocabulary (copy mechanism) or None;
     num_extra: extra (out-of-vocabulary) ids of the batch, shared by all rows.
 
-    Rows are grouped as in :class:`heedful.transformer.TransformerState`: ``group``
+    Rows are grouped as in :class:`heedful.nn.transformer.TransformerState`: ``group``
     consecutive decoder rows (the k beams of one sentence) share one sentence row of
     ``memory``, ``src_mask`` and ``attention`` (N = B / group), so a beam reorder gathers only
     hidden, cell and feed, and attention runs a sentence's rows as ``group`` queries of it.

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from heedful.decoding import repeat_rows
+from heedful.decoding.search import repeat_rows
 
 
 @dataclass

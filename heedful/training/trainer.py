@@ -22,8 +22,7 @@ from typing import Any
 
 import torch
 
-from heedful import distributed
-from heedful.attention import coverage_loss
+from heedful.analysis.metrics import score_corpus
 from heedful.checkpoint import (
     find_checkpoint,
     load_model_weights,
@@ -33,17 +32,15 @@ from heedful.checkpoint import (
 )
 from heedful.config import Config, TrainConfig, load_config, save_config
 from heedful.data import BatchStream, Corpus, DataError, load_split, make_batch, plan_batches
-from heedful.evaluate import score_corpus
-from heedful.loss import smoothed_cross_entropy_sum
-from heedful.model import Model, build_model, count_parameters
+from heedful.decoding.translator import Translator
+from heedful.errors import TrainError
+from heedful.nn.architectures import Model, build_model, count_parameters
+from heedful.nn.attention import coverage_loss
+from heedful.nn.loss import smoothed_cross_entropy_sum
 from heedful.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
-from heedful.translator import Translator
+from heedful.training import distributed
 
-log = logging.getLogger("heedful.train")
-
-
-class TrainError(RuntimeError):
-    """A problem that stops training before it starts (with a message for the user)."""
+log = logging.getLogger("heedful.training.trainer")
 
 
 # --------------------------------------------------------------------------- schedule
@@ -271,8 +268,8 @@ def _train_on(ctx: distributed.DistContext, cfg: Config, run_dir: Path, resume: 
     if tc.precision == "fp16" and ctx.device.type != "cuda":
         raise TrainError("train.precision: fp16 needs a CUDA GPU; use bf16 (or fp32) on CPU")
     if tc.precision == "bf16" and ctx.device.type == "cpu":
-        from heedful.allocator import bound_kernel_caches
-        from heedful.precision import check_cpu_precision
+        from heedful.runtime.allocator import bound_kernel_caches
+        from heedful.runtime.precision import check_cpu_precision
 
         try:
             check_cpu_precision(tc.precision)
@@ -283,7 +280,7 @@ def _train_on(ctx: distributed.DistContext, cfg: Config, run_dir: Path, resume: 
     torch.manual_seed(tc.seed)  # the same initial weights on every rank
     init_dir = None
     if init_from is not None:
-        from heedful.translator import resolve_run_dir
+        from heedful.decoding.translator import resolve_run_dir
 
         init_dir = resolve_run_dir(init_from)
     if not ctx.is_main:
@@ -338,9 +335,9 @@ def _train_on(ctx: distributed.DistContext, cfg: Config, run_dir: Path, resume: 
                  ctx.rank, ctx.world_size, ctx.device, ctx.world_size, tc.accumulate)
     num_params = count_parameters(model)
     if ctx.device.type == "cpu":
-        from heedful.gemm import cpu_gemm_backend
+        from heedful.runtime.gemm import cpu_gemm_backend
 
-        log.info("float32 linear layers on %s (heedful.gemm, HEEDFUL_CPU_GEMM)",
+        log.info("float32 linear layers on %s (heedful.runtime.gemm, HEEDFUL_CPU_GEMM)",
                  cpu_gemm_backend())
     log.info("model: %s, %d parameters; %d batches per epoch", cfg.model.arch, num_params,
              len(stream.plan))

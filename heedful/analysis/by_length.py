@@ -123,7 +123,7 @@ def format_table(buckets: Sequence[Bucket], title: str | None = None) -> str:
 def plot_by_length(curves: dict[str, Sequence[Bucket]], path: str | Path,
                    metric: str = "bleu", title: str | None = None) -> Path:
     """One line per run: ``metric`` per bucket with its 95% interval as a band."""
-    from heedful.viz import pyplot, save_figure
+    from heedful.analysis.plots import pyplot, save_figure
 
     fig, ax = pyplot().subplots(figsize=(7, 4.2), dpi=110)
     labels: list[str] = []

@@ -61,8 +61,8 @@ def export_ctranslate2(run_dir: Path, out_dir: Path, quantization: str | None = 
     except ImportError:
         raise CheckpointError("--format ctranslate2 needs the ctranslate2 package: pip install "
                               "ctranslate2") from None
-    from heedful.model import build_model
-    from heedful.transformer import TransformerSeq2Seq
+    from heedful.nn.architectures import build_model
+    from heedful.nn.transformer import TransformerSeq2Seq
 
     config = load_config(run_dir / "config.yaml")
     m = config.model

@@ -42,8 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from heedful.dropout import dropout as drop_elements
-from heedful.gemm import Linear
+from heedful.runtime.dropout import dropout as drop_elements
+from heedful.runtime.gemm import Linear
 
 AttentionState = dict[str, Tensor]
 """Per-source tensors a variant carries across decoding steps (batch-first)."""
@@ -90,7 +90,7 @@ def explicit_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None,
     :func:`fused_or_small_attention`; the softmax in float32 (under bf16 too).
 
     With ``dropout`` > 0 it is what SDPA's math kernel does (its only CPU path then), with the
-    cheap dropout mask of :mod:`heedful.dropout` instead of ``bernoulli_``."""
+    cheap dropout mask of :mod:`heedful.runtime.dropout` instead of ``bernoulli_``."""
     scores = torch.matmul(q, k.transpose(-2, -1)) * (q.size(-1) ** -0.5)  # (B, H, Tq, Tk)
     if is_causal:
         mask = torch.ones(*scores.shape[-2:], dtype=torch.bool, device=q.device).tril()

@@ -1,6 +1,6 @@
 """Seq2Seq: embeddings + encoder + decoder + output layer, and ``build_model(cfg)``.
 
-The decoding protocol (what :mod:`heedful.decoding` relies on, and nothing more):
+The decoding protocol (what :mod:`heedful.decoding.search` relies on, and nothing more):
 
 * ``encode(src (B, S), src_mask (B, S)) -> EncoderOutput``
 * ``init_state(encoder_output) -> state`` (a state implements ``select(index)``)
@@ -18,15 +18,15 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor, nn
 
-from heedful.attention import build_attention
 from heedful.config import ModelConfig
-from heedful.copy import PointerGenerator, extend_source
-from heedful.decoding import StepFromDecode
-from heedful.dropout import Dropout
-from heedful.gemm import Linear
-from heedful.rnn import RNNDecoder, RNNDecoderState, RNNEncoder
+from heedful.decoding.search import StepFromDecode
+from heedful.nn.attention import build_attention
+from heedful.nn.pointer_generator import PointerGenerator, extend_source
+from heedful.nn.rnn import RNNDecoder, RNNDecoderState, RNNEncoder
+from heedful.nn.transformer import TransformerSeq2Seq
+from heedful.runtime.dropout import Dropout
+from heedful.runtime.gemm import Linear
 from heedful.tokenizer import PAD_ID, UNK_ID
-from heedful.transformer import TransformerSeq2Seq
 
 
 @dataclass

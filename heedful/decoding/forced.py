@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from heedful.data import pad
-from heedful.model import Model
+from heedful.nn.architectures import Model
 from heedful.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 

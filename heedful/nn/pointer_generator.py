@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from heedful.gemm import Linear
+from heedful.runtime.gemm import Linear
 from heedful.tokenizer import EOS_ID, Tokenizer
 
 PROB_FLOOR = 1e-20

@@ -15,15 +15,16 @@ from pydantic import ValidationError
 from torch import Tensor
 
 from heedful.checkpoint import CheckpointError, find_checkpoint, load_model_weights
-from heedful.config import Config, ConfigError, DecodeConfig, load_config
-from heedful.copy import extend_source, extended_pieces, extended_text
+from heedful.config import Config, ConfigError, load_config
+from heedful.decoding.options import DecodeOptions
 from heedful.data import pad
-from heedful.decoding import Hypothesis, beam_search, greedy_search, max_lengths
-from heedful.gemm import as_plain_linear
-from heedful.model import Model, build_model
+from heedful.decoding.search import Hypothesis, beam_search, greedy_search, max_lengths
+from heedful.nn.architectures import Model, build_model
+from heedful.nn.pointer_generator import extend_source, extended_pieces, extended_text
+from heedful.runtime.gemm import as_plain_linear
 from heedful.tokenizer import PAD_ID, Tokenizer
 
-SHIPPED_MODELS_DIR = Path(__file__).parent / "models"
+SHIPPED_MODELS_DIR = Path(__file__).parent.parent / "pretrained"
 MAX_SOURCE_PIECES = 1024
 """Longer inputs are cut to this many subwords (documented; never a crash)."""
 
@@ -83,11 +84,11 @@ class Translator:
 
     @classmethod
     def from_checkpoints(cls, paths: Sequence[str | Path], which: str = "best") -> Translator:
-        """One model, or an ensemble of several (see :mod:`heedful.ensemble`); the first
+        """One model, or an ensemble of several (see :mod:`heedful.decoding.ensemble`); the first
         model's config (decoding options, limits) and tokenizer are used."""
         if len(paths) == 1:
             return cls.from_checkpoint(paths[0], which)
-        from heedful.ensemble import Ensemble
+        from heedful.decoding.ensemble import Ensemble
         from heedful.tokenizer import Tokenizer
 
         translators = [cls.from_checkpoint(p, which) for p in paths]
@@ -127,11 +128,11 @@ class Translator:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def decode_options(self, **overrides: object) -> DecodeConfig:
+    def decode_options(self, **overrides: object) -> DecodeOptions:
         """The run's decode config with non-None overrides applied (validated)."""
         updates = {k: v for k, v in overrides.items() if v is not None}
         try:
-            return DecodeConfig.model_validate({**self.config.decode.model_dump(), **updates})
+            return DecodeOptions.model_validate({**self.config.decode.model_dump(), **updates})
         except ValidationError as err:
             problems = "; ".join(
                 f"{'.'.join(str(x) for x in e['loc']) or 'decode'}: {e['msg']}"
@@ -167,7 +168,7 @@ class Translator:
             bar.close()
         return [r if r is not None else Translation("", 0.0) for r in results]
 
-    def _decode_batch(self, src: list[list[int]], opts: DecodeConfig, return_attention: bool,
+    def _decode_batch(self, src: list[list[int]], opts: DecodeOptions, return_attention: bool,
                       generator: torch.Generator | None = None) -> list[list[Hypothesis]]:
         src_t, src_mask = pad(src, PAD_ID)
         caps = max_lengths(src_mask, opts.max_len_a, opts.max_len_b)
@@ -179,7 +180,7 @@ class Translator:
         with torch.inference_mode(), torch.device(device):
             repeats = opts.repetition_penalty != 1.0 or opts.no_repeat_ngram_size > 0
             if opts.sample or repeats:
-                from heedful.sampling import SamplingOptions, sample_search
+                from heedful.decoding.sampling import SamplingOptions, sample_search
 
                 sampling = SamplingOptions(opts.temperature, opts.top_k, opts.top_p,
                                            opts.repetition_penalty, opts.no_repeat_ngram_size)
@@ -193,7 +194,7 @@ class Translator:
 
     def _copied_source_ids(self, src: list[list[int]]) -> list[int] | None:
         """Copy models: the source ids behind the batch's extra output ids (see
-        :mod:`heedful.copy`); None for models without the copy mechanism."""
+        :mod:`heedful.nn.pointer_generator`); None for models without the copy mechanism."""
         if getattr(self.model, "copy", None) is None:
             return None
         src_t, _ = pad(src, PAD_ID)

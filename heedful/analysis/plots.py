@@ -128,7 +128,7 @@ def plot_alignment(weights: np.ndarray, src_words: Sequence[str], tgt_words: Seq
     return save_figure(fig, path)
 
 
-_HTML_TEMPLATE = Path(__file__).parent / "assets" / "attention.html"
+_HTML_TEMPLATE = Path(__file__).parent.parent / "assets" / "attention.html"
 
 
 def attention_html(weights: np.ndarray, src_labels: Sequence[str], tgt_labels: Sequence[str],

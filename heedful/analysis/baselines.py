@@ -4,7 +4,7 @@
 * ``first-words``: the first N whitespace words.
 
 ``heedful baseline KIND < long.txt > summaries.txt`` writes them; ``heedful evaluate --rouge``
-or :func:`heedful.evaluate.score_rouge` scores them.
+or :func:`heedful.analysis.metrics.score_rouge` scores them.
 """
 
 from __future__ import annotations

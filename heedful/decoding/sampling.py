@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from heedful.decoding import Decodable, Hypothesis, single_hypotheses
+from heedful.decoding.search import Decodable, Hypothesis, single_hypotheses
 from heedful.tokenizer import BOS_ID, EOS_ID
 
 

@@ -27,9 +27,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from heedful.config import ConfigError
-from heedful.translator import Translation, Translator
+from heedful.decoding.translator import Translation, Translator
 
-ASSETS = Path(__file__).parent / "assets"
+ASSETS = Path(__file__).parent.parent / "assets"
 DECODE_FIELDS = ("beam_size", "n_best", "length_penalty", "max_len_a", "max_len_b", "sample",
                  "temperature", "top_k", "top_p", "repetition_penalty", "no_repeat_ngram_size",
                  "seed")

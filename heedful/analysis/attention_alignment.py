@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from heedful.alignment import (
+from heedful.analysis.word_alignment import (
     AlignmentScores,
     Link,
     alignment_scores,
@@ -27,8 +27,8 @@ from heedful.alignment import (
 )
 from heedful.checkpoint import CheckpointError, atomic_write_text
 from heedful.config import ConfigError
-from heedful.forced import force_decode
-from heedful.translator import Translator
+from heedful.decoding.forced import force_decode
+from heedful.decoding.translator import Translator
 
 SETTINGS_FILE = "alignment.json"
 THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5)
@@ -41,7 +41,7 @@ class AlignSettings:
     layer: decoder layer index (negative counts from the end) or ``None`` for the mean over
     layers; head: head index or ``None`` for the mean over heads; shift: 0 = the step that
     predicts a target word, 1 = the step that reads it; method/threshold: see
-    :func:`heedful.alignment.extract_links`.
+    :func:`heedful.analysis.word_alignment.extract_links`.
     """
 
     method: str = "argmax"

@@ -5,7 +5,7 @@ them, joins the process group (``gloo`` on CPU, ``nccl`` on CUDA) and wraps the 
 ``DistributedDataParallel``. Without them (a plain ``heedful train``) everything here is a
 no-op with world size 1.
 
-How a step is shared (see :mod:`heedful.train`): every rank walks the same deterministic
+How a step is shared (see :mod:`heedful.training.trainer`): every rank walks the same deterministic
 batch stream; a step draws ``world_size x accumulate`` batches and rank r trains on its own
 ``accumulate`` of them. The loss is divided by the target-token count *summed over all ranks*
 (an all-reduce), and multiplied by the world size because DDP averages gradients — so the

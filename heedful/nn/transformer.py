@@ -1,13 +1,13 @@
 """The Transformer encoder-decoder (Vaswani et al. 2017), pre-norm by default.
 
 Self-attention runs ``torch.nn.functional.scaled_dot_product_attention`` (fused kernels) in
-training; cross-attention is the registered ``multihead`` variant of :mod:`heedful.attention`
+training; cross-attention is the registered ``multihead`` variant of :mod:`heedful.nn.attention`
 (the same contract as every RNN variant), whose key/value projections of the encoder output
 are computed once per source and kept in the decoder state. Step-by-step decoding keeps a
 key/value cache per layer; cross-attention weights (per layer and head) are computed only
 when asked for, so the path that does not ask stays on the fused kernel.
 
-The model implements the decoding protocol of :mod:`heedful.model`.
+The model implements the decoding protocol of :mod:`heedful.nn.architectures`.
 """
 
 from __future__ import annotations
@@ -19,15 +19,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from heedful.attention import (
+from heedful.decoding.search import SentenceGroupedState, StepFromDecode, pick_rows
+from heedful.nn.attention import (
     AttentionState,
     MultiHeadAttention,
     explicit_attention,
     fused_or_small_attention,
 )
-from heedful.decoding import SentenceGroupedState, StepFromDecode, pick_rows
-from heedful.dropout import Dropout
-from heedful.gemm import Linear
+from heedful.runtime.dropout import Dropout
+from heedful.runtime.gemm import Linear
 
 
 class SelfAttention(nn.Module):
