@@ -30,10 +30,10 @@ def main() -> None:
     args = parser.parse_args()
     import ctranslate2
 
-    from heedful.data import load_split
     from heedful.analysis.metrics import score_corpus
-    from heedful.serving.ctranslate2 import ct2_source_tokens, export_ctranslate2
+    from heedful.data import load_split
     from heedful.decoding.translator import Translator, resolve_run_dir
+    from heedful.serving.ctranslate2 import ct2_source_tokens, export_ctranslate2
 
     torch.set_num_threads(args.threads)
     translator = Translator.from_checkpoint(args.run_dir)

@@ -40,9 +40,9 @@ def one(length: int, steps: int, backend: str, threads: int, attention_dropout: 
     import torch
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from heedful.bench import bench_config
     from heedful.nn.architectures import build_model
-    from heedful.training.trainer import loss_sum
+    from heedful.presets import bench_config
+    from heedful.training.step import loss_sum
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -13,7 +13,7 @@ import json
 
 import torch
 
-from heedful.config import ModelConfig
+from heedful.nn.architectures import model_config
 from heedful.synthetic import train_reverse
 
 
@@ -29,7 +29,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     report = {}
     for attention in args.attention:
-        cfg = ModelConfig(rnn_type="gru", embed_dim=64, hidden_dim=128, dropout=0.0,
+        cfg = model_config(rnn_type="gru", embed_dim=64, hidden_dim=128, dropout=0.0,
                           attention=attention, input_feeding=False)
         _, result = train_reverse(cfg, min_len=args.min_len, max_len=args.max_len,
                                   steps=args.steps, num_train=40_000,

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from heedful.analysis.attention_alignment import AlignSettings, pair_attention, save_settings, tune
+from heedful.analysis.plots import plot_alignment
 from heedful.analysis.word_alignment import alignment_scores, read_alignments
 from heedful.data import read_lines
 from heedful.datasets import dataset_file, dataset_split
 from heedful.decoding.translator import Translator
-from heedful.analysis.plots import plot_alignment
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
@@ -130,8 +130,8 @@ def write_markdown(rows: list[dict[str, Any]], eflomal: dict[str, Any] | None,
         "*AER* counts every predicted link; *restricted* keeps only links whose source word "
         "and target word each carry at least one gold link (the gold marks only words with a "
         "Strong's number, so links of unannotated words cannot be judged); recall is always "
-        "over all sure links. Definitions: `heedful/alignment.py`. `shipped` is the model "
-        "shipped as `bible-es-en` (the longer 55-minute run of `configs/bible-es-en.yaml`, "
+        "over all sure links. Definitions: `heedful/analysis/word_alignment.py`. `shipped` is "
+        "the model shipped as `bible-es-en` (the longer 55-minute run of `configs/bible-es-en.yaml`, "
         "scaled-dot GRU 384), for comparison with the 15-minute variants.",
         "",
         "| aligner | settings (chosen on dev) | AER | restricted AER | precision (restr.) "

@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
+from heedful.analysis.metrics import score_corpus
 from heedful.checkpoint import average_run
 from heedful.data import load_split
-from heedful.analysis.metrics import score_corpus
 from heedful.decoding.translator import Translator
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,7 +18,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from heedful.analysis.word_alignment import Link, alignment_scores, format_links, parse_links, read_alignments
+from heedful.analysis.word_alignment import (
+    Link,
+    alignment_scores,
+    format_links,
+    parse_links,
+    read_alignments,
+)
 from heedful.data import read_lines
 from heedful.datasets import dataset_file, dataset_split
 

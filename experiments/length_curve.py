@@ -15,10 +15,10 @@ import json
 import sys
 from pathlib import Path
 
+from heedful.analysis.by_length import DEFAULT_EDGES, by_length, plot_by_length
+from heedful.analysis.metrics import score_corpus
 from heedful.data import read_lines
 from heedful.datasets import dataset_split
-from heedful.analysis.metrics import score_corpus
-from heedful.analysis.by_length import DEFAULT_EDGES, by_length, plot_by_length
 from heedful.decoding.translator import Translator
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 from heedful.analysis.baselines import first_sentence, first_words
+from heedful.analysis.metrics import score_corpus, score_rouge
 from heedful.checkpoint import find_checkpoint
 from heedful.data import read_parallel
-from heedful.analysis.metrics import score_corpus, score_rouge
 from heedful.decoding.translator import Translator
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"

@@ -31,8 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "runs" / "variants"
 DOCS = ROOT / "docs"
 
-RNN_VARIANTS = ["none", "dot", "scaled_dot", "general", "additive", "multihead", "local",
-                "coverage"]
+from heedful.nn.attention import attention_kinds, variant_options  # noqa: E402 (after ROOT)
+
+RNN_VARIANTS = list(attention_kinds())  # every registered variant, and "none"
 VARIANTS = [*RNN_VARIANTS, "transformer"]
 
 
@@ -56,12 +57,9 @@ def variant_config(name: str, minutes: float) -> Any:
     else:
         raw = get_preset("quickstart").model_dump(mode="json", exclude_unset=True)
         raw["model"]["attention"] = name
-        if name == "multihead":
-            raw["model"]["attention_heads"] = 4
-        elif name == "local":
+        raw["model"].update(variant_options(name))  # the registry entry's options
+        if name == "local":
             raw["model"]["local_window"] = 10  # D = 10, as in Luong et al. 2015
-        elif name == "coverage":
-            raw["model"]["coverage_loss_weight"] = 1.0  # See et al. 2017
         raw["train"].update(common_train)
     raw["name"] = f"variant-{name}"
     return config_from_dict(raw, f"variant {name}")
@@ -122,11 +120,11 @@ def evaluate_run(name: str, threads: int) -> dict[str, Any]:
     """Test BLEU/chrF (beam 5, best checkpoint), beam-5 speed, size and training figures."""
     import torch
 
+    from heedful.analysis.metrics import score_corpus
     from heedful.checkpoint import find_checkpoint
     from heedful.data import load_split
-    from heedful.analysis.metrics import score_corpus
-    from heedful.nn.architectures import count_parameters
     from heedful.decoding.translator import Translator
+    from heedful.nn.architectures import count_parameters
 
     torch.set_num_threads(threads)
     run_dir = RUNS / name

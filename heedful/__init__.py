@@ -15,20 +15,34 @@ from heedful.checkpoint import export_run
 from heedful.config import Config, ConfigError, load_config
 from heedful.data import DataError, read_jsonl, read_parallel, read_tsv
 from heedful.decoding.translator import Translation, Translator
-from heedful.nn.architectures import Seq2Seq, build_model
+from heedful.errors import UserError
+from heedful.nn.architectures import ARCHITECTURES, build_model
+from heedful.nn.rnn import RNNConfig, RNNSeq2Seq
+from heedful.nn.seq2seq import Seq2SeqModel
+from heedful.nn.transformer import TransformerConfig, TransformerSeq2Seq
 from heedful.presets import get_preset
 from heedful.quickstart import quickstart
 from heedful.training.trainer import train
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+Seq2Seq = RNNSeq2Seq
+"""The RNN encoder-decoder's name before 0.2 (kept: it is part of the documented API)."""
 
 __all__ = [
+    "ARCHITECTURES",
     "Config",
     "ConfigError",
     "DataError",
+    "RNNConfig",
+    "RNNSeq2Seq",
     "Seq2Seq",
+    "Seq2SeqModel",
+    "TransformerConfig",
+    "TransformerSeq2Seq",
     "Translation",
     "Translator",
+    "UserError",
     "build_model",
     "export_run",
     "get_preset",

@@ -29,37 +29,19 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
 from heedful.config import Config
-from heedful.errors import UnknownNameError
-from heedful.presets import get_preset
+from heedful.presets import BENCH_CONFIGS, bench_config
 
-BENCH_CONFIGS = ("rnn", "transformer")
+if TYPE_CHECKING:
+    from heedful.data import BatchStream
+    from heedful.training.step import StepRunner
 
-
-def bench_config(name: str) -> Config:
-    """The fixed benchmark configuration ``rnn`` or ``transformer``."""
-    common = {"train": {"batch_tokens": 4096, "lr": 1e-3, "schedule": "constant",
-                        "warmup_steps": 0, "label_smoothing": 0.1}}
-    if name == "rnn":
-        base = get_preset("rnn-additive")
-        # OpenNMT-py's mlp attention: a linear attentional state (see attentional_tanh)
-        update: dict[str, Any] = {"model": {"dropout": 0.2, "attentional_tanh": False}, **common}
-        update["train"] = {**common["train"], "clip_norm": 5.0}
-    elif name == "transformer":
-        base = get_preset("transformer-small")
-        update = {"model": {"dropout": 0.1}, **common}
-    else:
-        raise UnknownNameError(f"unknown benchmark configuration {name!r}; choose from "
-                       f"{', '.join(BENCH_CONFIGS)}")
-    data = base.model_dump()
-    for section, values in update.items():
-        data[section] = {**data[section], **values}
-    data["name"] = f"bench-{name}"
-    return Config.model_validate(data)
+__all__ = ["BENCH_CONFIGS", "bench_config", "bench_decoding", "bench_training", "format_table",
+           "peak_rss_mb", "run_isolated", "run_one"]
 
 
 def peak_rss_mb() -> float:
@@ -71,6 +53,11 @@ def bench_training(config: Config, steps: int, warmup: int, compile_model: bool 
                    profile: str | None = None, precision: str = "fp32") -> dict[str, Any]:
     """Timed optimizer updates; see the module docstring for what is counted.
 
+    Each update is the trainer's own :meth:`~heedful.training.step.StepRunner.train_step`,
+    built from ``config`` as :class:`~heedful.training.trainer.Trainer` builds it (one
+    process, on the CPU; no run directory); the clock runs from the drawn batches to the
+    optimizer step.
+
     ``precision``: ``fp32``, or ``bf16`` for autocast mixed precision (as ``train.precision``:
     bf16 matrix products, fp32 weights, optimizer and loss reductions)."""
     if precision not in ("fp32", "bf16"):
@@ -78,45 +65,30 @@ def bench_training(config: Config, steps: int, warmup: int, compile_model: bool 
     from heedful.runtime.precision import check_cpu_precision
 
     check_cpu_precision(precision, key="--precision")
-    from heedful.data import BatchStream
-    from heedful.nn.architectures import build_model, count_parameters
-    from heedful.tokenizer import BOS_ID, EOS_ID, PAD_ID
-    from heedful.training.trainer import build_optimizer, loss_sum, prepare_data
+    from heedful.nn.architectures import count_parameters
 
-    torch.manual_seed(config.train.seed)
-    with tempfile.TemporaryDirectory() as tmp:
-        data = prepare_data(config, Path(tmp))
-    tok = data.tokenizer
-    model = build_model(config.model, tok.src_vocab_size, tok.tgt_vocab_size).train()
-    opt = build_optimizer(model, config.train)
-    stream = BatchStream(data.train_src, data.train_tgt, config.train.batch_tokens,
-                         config.train.seed, PAD_ID, BOS_ID, EOS_ID)
-    forward = torch.compile(model) if compile_model else model
+    runner, stream = _training_setup(config, compile_model, precision)
     rates, times, tokens, padded = [], [], [], []
 
-    def update() -> tuple[float, int, int]:
-        batch = next(stream)
+    def update(done: int) -> tuple[float, int, int]:
+        """Update number ``done + 1``: (seconds, target tokens, padded tokens)."""
+        drawn = [next(stream) for _ in range(config.train.accumulate)]
         start = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss = loss_sum(forward, batch, config.train.label_smoothing)  # type: ignore[arg-type]
-        (loss / batch.num_tgt_tokens).backward()
-        if config.train.clip_norm:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.clip_norm)
-        opt.step()
-        cost = batch.src.size(0) * max(batch.src.size(1), batch.tgt_in.size(1))
-        return time.perf_counter() - start, batch.num_tgt_tokens, cost
+        stats = runner.train_step(drawn, done, 1.0)
+        elapsed = time.perf_counter() - start
+        cost = sum(b.src.size(0) * max(b.src.size(1), b.tgt_in.size(1)) for b in drawn)
+        return elapsed, stats.num_tokens, cost
 
-    for _ in range(warmup):
-        update()
-    for _ in range(steps):
-        elapsed, ntok, cost = update()
+    for done in range(warmup):
+        update(done)
+    for done in range(warmup, warmup + steps):
+        elapsed, ntok, cost = update(done)
         rates.append(ntok / elapsed)
         times.append(elapsed)
         tokens.append(ntok)
         padded.append(cost)
     report: dict[str, Any] = {
-        "parameters": count_parameters(model),
+        "parameters": count_parameters(runner.model),
         "train_steps_measured": steps,
         "train_precision": precision,
         "train_tokens_per_s_median": round(statistics.median(rates)),
@@ -131,12 +103,38 @@ def bench_training(config: Config, steps: int, warmup: int, compile_model: bool 
         from torch.profiler import profile as torch_profile
 
         with torch_profile(activities=[ProfilerActivity.CPU], record_shapes=False) as prof:
-            for _ in range(5):
-                update()
+            for done in range(warmup + steps, warmup + steps + 5):
+                update(done)
         table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
         Path(profile).write_text(table + "\n", encoding="utf-8")
         report["profile"] = profile
     return report
+
+
+def _training_setup(config: Config, compile_model: bool, precision: str
+                    ) -> tuple[StepRunner, BatchStream]:
+    """The trainer's step machinery and batch stream for ``config``, in this process on the
+    CPU (the tokenizer is trained into a temporary directory)."""
+    from heedful.data import BatchStream
+    from heedful.nn.architectures import build_model
+    from heedful.nn.seq2seq import Seq2SeqModel
+    from heedful.tokenizer import BOS_ID, EOS_ID, PAD_ID
+    from heedful.training.distributed import DistContext
+    from heedful.training.prepare import prepare_data
+    from heedful.training.step import StepRunner, build_optimizer
+
+    torch.manual_seed(config.train.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = prepare_data(config, Path(tmp))
+    tok = data.tokenizer
+    model = build_model(config.model, tok.src_vocab_size, tok.tgt_vocab_size).train()
+    # the compiled wrapper passes encode/decode through to the model it wraps
+    forward = cast(Seq2SeqModel, torch.compile(model)) if compile_model else None
+    runner = StepRunner(model, build_optimizer(model, config.train), config, DistContext(),
+                        precision=precision, forward=forward)
+    stream = BatchStream(data.train_src, data.train_tgt, config.train.batch_tokens,
+                         config.train.seed, PAD_ID, BOS_ID, EOS_ID)
+    return runner, stream
 
 
 def bench_decoding(model_dir: str, limit: int | None, quantize: str | None = None,

@@ -19,6 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from heedful.decoding.options import DecodeOptions
 from heedful.errors import ConfigError
+from heedful.nn.architectures import (
+    ARCHITECTURES,
+    AnyModelConfig,
+    drop_other_architectures_defaults,
+    owner_architectures,
+)
+from heedful.nn.rnn import RNNConfig
+from heedful.tokenizer import TokenizerConfig
 
 
 class _Strict(BaseModel):
@@ -65,70 +73,6 @@ class DataConfig(_Strict):
     """Validate on the first N dev pairs only (BLEU during training is the slow part)."""
 
 
-class TokenizerConfig(_Strict):
-    type: Literal["unigram", "bpe"] = "bpe"
-    vocab_size: int = Field(8000, ge=16)
-    joint: bool = True
-    """One SentencePiece model for both sides (``spm.model``) or one per side."""
-    byte_fallback: bool = True
-    """Unseen characters become UTF-8 byte pieces, never a bare ``<unk>``."""
-    character_coverage: float = Field(1.0, gt=0, le=1)
-    input_sentence_size: int = Field(200_000, gt=0)
-    user_symbols: list[str] = []
-    """Pieces that are never split, e.g. the dialogue turn separator ``<sep>``."""
-
-
-class ModelConfig(_Strict):
-    arch: Literal["rnn", "transformer"] = "rnn"
-    rnn_type: Literal["lstm", "gru"] = "lstm"
-    embed_dim: int = Field(256, gt=0)
-    hidden_dim: int = Field(512, gt=0)
-    """Decoder hidden size; also the common size keys and values are projected to."""
-    encoder_layers: int = Field(1, gt=0)
-    decoder_layers: int = Field(1, gt=0)
-    bidirectional: bool = True
-    encoder_hidden_dim: int | None = Field(None, gt=0)
-    """Encoder units per direction; ``None`` = hidden_dim / 2 if bidirectional else hidden_dim."""
-    attention: AttentionKind = "scaled_dot"
-    attention_heads: int | None = Field(None, gt=0)
-    """Number of heads; required for ``attention: multihead``, unset otherwise."""
-    local_window: int | None = Field(None, gt=0)
-    """Window half-width D (the window is 2D + 1 positions); required for ``local`` only."""
-    coverage_loss_weight: float | None = Field(None, ge=0)
-    """Weight of the coverage loss (See et al. used 1.0); required for ``coverage`` only."""
-    coverage_loss_from_step: int = Field(0, ge=0)
-    """The coverage loss joins after this many updates (See et al. added it only for a short
-    final phase: from the first step it keeps the model from learning to attend at all)."""
-    copy_attention: bool = False
-    """Pointer-generator copy mechanism (See et al. 2017; RNN only): mix the vocabulary
-    distribution with the attention over source tokens, so source pieces, even ones the target
-    vocabulary lacks, can be copied."""
-    input_feeding: bool = True
-    """Feed the attentional hidden state back as input (Luong 2015); off = faster."""
-    attentional_tanh: bool = True
-    """RNN: h~ = tanh(W_c [h; c]) (Luong 2015, Joey NMT) or, off, the linear W_c [h; c]
-    (OpenNMT-py's ``mlp`` attention). With additive attention, input feeding and a constant
-    learning rate without warm-up the tanh saturates within a few hundred updates (|h~| ~ 1
-    everywhere, the loss stuck at the unigram level; measured) — off avoids that."""
-    tie_output: bool = False
-    """Tie the output layer to the target embeddings (needs embed_dim == hidden_dim)."""
-    share_embeddings: bool = False
-    """One embedding matrix for source and target (needs a joint tokenizer)."""
-    dropout: float = Field(0.2, ge=0, lt=1)
-    attention_dropout: float | None = Field(None, ge=0, lt=1)
-    """Transformer only: dropout on the self-attention weights (``None`` = ``dropout``). 0
-    lets PyTorch's fused flash kernel run on CPU (it has no dropout), so attention memory
-    grows linearly, not quadratically, with length."""
-    ff_dim: int | None = Field(None, gt=0)
-    """Transformer only (required there): feed-forward size."""
-    pre_norm: bool = True
-    """Transformer only: layer norm before each sub-layer (pre-norm) or after (post-norm)."""
-    positions: Literal["sinusoidal", "learned"] = "sinusoidal"
-    """Transformer only: position encodings."""
-    max_positions: int = Field(2048, gt=0)
-    """Transformer only: longest source or output, in subwords."""
-
-
 class TrainConfig(_Strict):
     seed: int = 1234
     batch_tokens: int = Field(4096, gt=0)
@@ -172,9 +116,16 @@ class Config(_Strict):
     name: str = "heedful"
     data: DataConfig = DataConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()
-    model: ModelConfig = ModelConfig()
+    model: AnyModelConfig = RNNConfig()
     train: TrainConfig = TrainConfig()
     decode: DecodeOptions = DecodeOptions()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_0_1_model_section(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and isinstance(raw.get("model"), dict):
+            raw = {**raw, "model": drop_other_architectures_defaults(raw["model"])}
+        return raw
 
     @model_validator(mode="after")
     def _cross(self) -> Config:
@@ -183,67 +134,9 @@ class Config(_Strict):
 
 
 def _check_cross_fields(cfg: Config) -> None:
-    m = cfg.model
-    if m.tie_output and m.embed_dim != m.hidden_dim:
-        raise ValueError(
-            f"model.tie_output needs model.embed_dim == model.hidden_dim "
-            f"(got {m.embed_dim} and {m.hidden_dim})"
-        )
-    if m.share_embeddings and not cfg.tokenizer.joint:
+    """The rules that tie sections together (each section checks its own)."""
+    if cfg.model.share_embeddings and not cfg.tokenizer.joint:
         raise ValueError("model.share_embeddings needs tokenizer.joint: true")
-    if m.attention == "multihead":
-        if m.attention_heads is None:
-            raise ValueError("model.attention_heads is required for attention: multihead")
-        if m.hidden_dim % m.attention_heads:
-            raise ValueError(
-                f"model.hidden_dim ({m.hidden_dim}) must be divisible by "
-                f"model.attention_heads ({m.attention_heads})"
-            )
-    elif m.attention_heads is not None:
-        raise ValueError(
-            f"model.attention_heads applies only to attention: multihead "
-            f"(attention is {m.attention!r}); remove it"
-        )
-    for kind, key in (("local", "local_window"), ("coverage", "coverage_loss_weight")):
-        value = getattr(m, key)
-        if m.attention == kind and value is None:
-            raise ValueError(f"model.{key} is required for attention: {kind}")
-        if m.attention != kind and value is not None:
-            raise ValueError(f"model.{key} applies only to attention: {kind} "
-                             f"(attention is {m.attention!r}); remove it")
-    if m.copy_attention and m.arch != "rnn":
-        raise ValueError("model.copy_attention (the pointer-generator) is implemented for "
-                         "model.arch: rnn")
-    if m.copy_attention and m.attention == "none":
-        raise ValueError("model.copy_attention needs attention (it copies through the attention "
-                         "weights); attention is 'none'")
-    if m.coverage_loss_from_step and m.attention != "coverage":
-        raise ValueError("model.coverage_loss_from_step applies only to attention: coverage")
-    if m.arch == "transformer":
-        if m.attention != "multihead":
-            raise ValueError("model.arch: transformer needs model.attention: multihead "
-                             f"(got {m.attention!r})")
-        if m.ff_dim is None:
-            raise ValueError("model.ff_dim is required for model.arch: transformer")
-        if m.embed_dim != m.hidden_dim:
-            raise ValueError("model.arch: transformer needs model.embed_dim == model.hidden_dim "
-                             f"(got {m.embed_dim} and {m.hidden_dim})")
-        if m.input_feeding:
-            raise ValueError("model.input_feeding must be false for model.arch: transformer")
-    elif m.ff_dim is not None:
-        raise ValueError("model.ff_dim applies only to model.arch: transformer; remove it")
-    elif m.attention_dropout is not None:
-        raise ValueError("model.attention_dropout applies only to model.arch: transformer")
-    if m.attention == "none" and m.input_feeding:
-        raise ValueError(
-            "model.input_feeding must be false with attention: none (input feeding passes "
-            "the attentional state, which a model without attention does not have)"
-        )
-    if m.bidirectional and m.encoder_hidden_dim is None and m.hidden_dim % 2:
-        raise ValueError(
-            "model.hidden_dim must be even for a bidirectional encoder "
-            "(or set model.encoder_hidden_dim)"
-        )
     d = cfg.data
     if d.dataset is None:
         if d.train is None:
@@ -266,40 +159,56 @@ def _check_cross_fields(cfg: Config) -> None:
 # --------------------------------------------------------------------------- loading
 
 
-def _model_fields(model: type[BaseModel], path: list[str]) -> list[str]:
-    """Valid keys at ``path`` (walking nested config models)."""
-    cls: Any = model
+def _section_class(path: list[str], arch: str | None) -> type[BaseModel] | None:
+    """The config model at ``path`` (walking nested sections; ``model`` is the class that
+    ``arch`` names)."""
+    cls: type[BaseModel] = Config
     for part in path:
+        if cls is Config and part == "model":
+            entry = ARCHITECTURES.get(arch or "rnn")
+            if entry is None:
+                return None
+            cls = entry.config
+            continue
         field = cls.model_fields.get(part)
         if field is None:
-            return []
+            return None
         ann = field.annotation
-        # unwrap Optional[Sub]
-        args = getattr(ann, "__args__", None)
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            cls = ann
-        elif args:
-            subs = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
-            if not subs:
-                return []
-            cls = subs[0]
-        else:
-            return []
-    return list(cls.model_fields)
+        subs = [a for a in (ann, *getattr(ann, "__args__", ()))  # unwrap Optional[Sub]
+                if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not subs:
+            return None
+        cls = subs[0]
+    return cls
 
 
-def _format_error(err: ValidationError, source: str) -> str:
+def _unknown_key(loc: list[str], arch: str | None) -> str:
+    key = ".".join(loc)
+    if loc[:1] == ["model"] and len(loc) == 2 and (owners := owner_architectures(loc[1])):
+        return f"{key} applies only to model.arch: {' / '.join(owners)}; remove it"
+    cls = _section_class(loc[:-1], arch)
+    valid = list(cls.model_fields) if cls is not None else []
+    close = difflib.get_close_matches(loc[-1], valid, n=1)
+    hint = f"; did you mean {'.'.join(loc[:-1] + close)!r}?" if close else ""
+    return f"unknown key {key!r}{hint} (valid keys here: {', '.join(valid)})"
+
+
+def _format_error(err: ValidationError, source: str, arch: str | None) -> str:
     lines = []
     for e in err.errors():
         loc = [str(p) for p in e["loc"]]
+        if loc[:1] == ["model"] and len(loc) > 1 and loc[1] in ARCHITECTURES:
+            loc = [loc[0], *loc[2:]]  # drop the union's tag: model.rnn.x -> model.x
         key = ".".join(loc) or "(top level)"
         if e["type"] == "extra_forbidden":
-            valid = _model_fields(Config, loc[:-1])
-            close = difflib.get_close_matches(loc[-1], valid, n=1)
-            hint = f"; did you mean {'.'.join(loc[:-1] + close)!r}?" if close else ""
-            lines.append(f"unknown key {key!r}{hint} (valid keys here: {', '.join(valid)})")
+            lines.append(_unknown_key(loc, arch))
         elif e["type"] == "value_error":
             lines.append(str(e["ctx"]["error"]) if "ctx" in e else e["msg"])
+        elif e["type"] == "missing" and loc[:1] == ["model"]:
+            lines.append(f"{key} is required for model.arch: {arch}")
+        elif e["type"] == "union_tag_invalid":
+            lines.append(f"{key}.arch: unknown architecture {arch!r}; choose one of "
+                         f"{', '.join(ARCHITECTURES)}")
         else:
             lines.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
     return f"invalid config ({source}):\n  " + "\n  ".join(lines)
@@ -312,7 +221,9 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format_error(err, source)) from None
+        model = raw.get("model")
+        arch = str(model.get("arch", "rnn")) if isinstance(model, dict) else None
+        raise ConfigError(_format_error(err, source, arch)) from None
 
 
 def _set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from heedful.config import Config, config_from_dict
 from heedful.errors import UnknownNameError
@@ -115,20 +116,45 @@ def dialogue() -> Config:
     }, "preset dialogue")
 
 
+BENCH_CONFIGS = ("rnn", "transformer")
+"""The configurations ``heedful bench`` measures (see :mod:`heedful.bench`)."""
+
+
+def bench_config(name: str) -> Config:
+    """The fixed benchmark configuration ``rnn`` or ``transformer``: the peers' shapes (see
+    :mod:`heedful.bench`), 4,096-token batches, Adam at a constant 1e-3, label smoothing 0.1.
+
+    Raises :class:`UnknownNameError` (a ``KeyError``) for any other name."""
+    common = {"train": {"batch_tokens": 4096, "lr": 1e-3, "schedule": "constant",
+                        "warmup_steps": 0, "label_smoothing": 0.1}}
+    if name == "rnn":
+        base = rnn_additive()
+        # OpenNMT-py's mlp attention: a linear attentional state (see attentional_tanh)
+        update: dict[str, Any] = {"model": {"dropout": 0.2, "attentional_tanh": False}, **common}
+        update["train"] = {**common["train"], "clip_norm": 5.0}
+    elif name == "transformer":
+        base = transformer_small()
+        update = {"model": {"dropout": 0.1}, **common}
+    else:
+        raise UnknownNameError(f"unknown benchmark configuration {name!r}; choose from "
+                               f"{', '.join(BENCH_CONFIGS)}")
+    data = base.model_dump()
+    for section, values in update.items():
+        data[section] = {**data[section], **values}
+    data["name"] = f"bench-{name}"
+    return Config.model_validate(data)
+
+
 def bench_rnn() -> Config:
     """`heedful bench`'s rnn configuration as the peers train it: rnn-additive with dropout
     0.2, Adam at a constant 1e-3, 4,096-token batches (train its decoding-benchmark model
     with this)."""
-    from heedful.bench import bench_config
-
     return bench_config("rnn")
 
 
 def bench_transformer() -> Config:
     """`heedful bench`'s transformer configuration as the peers train it: transformer-small
     with dropout 0.1, Adam at a constant 1e-3, 4,096-token batches."""
-    from heedful.bench import bench_config
-
     return bench_config("transformer")
 
 

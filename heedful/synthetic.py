@@ -12,12 +12,13 @@ from dataclasses import dataclass
 
 import torch
 
-from heedful.config import ModelConfig
 from heedful.data import BatchStream, make_batch
 from heedful.decoding.search import greedy_search
-from heedful.nn.architectures import Model, build_model
+from heedful.nn.architectures import build_model
+from heedful.nn.model_config import ModelConfig
+from heedful.nn.seq2seq import Seq2SeqModel
 from heedful.tokenizer import BOS_ID, EOS_ID, PAD_ID
-from heedful.training.trainer import loss_sum
+from heedful.training.step import loss_sum
 
 NUM_SPECIAL = 4  # pad, unk, bos, eos
 
@@ -43,7 +44,7 @@ class SyntheticResult:
     seconds: float
 
 
-def exact_match(model: Model, src: list[list[int]], tgt: list[list[int]],
+def exact_match(model: Seq2SeqModel, src: list[list[int]], tgt: list[list[int]],
                 batch_size: int = 256) -> list[bool]:
     model.eval()
     hits = []
@@ -62,7 +63,7 @@ def train_reverse(model_cfg: ModelConfig, min_len: int = 5, max_len: int = 20,
                   num_symbols: int = 20, num_train: int = 20_000, num_test: int = 500,
                   steps: int = 1500, batch_tokens: int = 4096, lr: float = 3e-3,
                   seed: int = 1, target: float | None = 0.99, check_every: int = 250
-                  ) -> tuple[Model, SyntheticResult]:
+                  ) -> tuple[Seq2SeqModel, SyntheticResult]:
     """Train ``model_cfg`` on the reverse task; stop early once held-out exact match reaches
     ``target``. Held-out sequences are generated with another seed."""
     torch.manual_seed(seed)

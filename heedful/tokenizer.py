@@ -13,12 +13,31 @@ import os
 import random
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import sentencepiece as spm
+from pydantic import BaseModel, ConfigDict, Field
 
-from heedful.config import ConfigError, TokenizerConfig
+from heedful.errors import ConfigError
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+
+
+class TokenizerConfig(BaseModel):
+    """The ``tokenizer`` section: how the SentencePiece model(s) are trained."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    type: Literal["unigram", "bpe"] = "bpe"
+    vocab_size: int = Field(8000, ge=16)
+    joint: bool = True
+    """One SentencePiece model for both sides (``spm.model``) or one per side."""
+    byte_fallback: bool = True
+    """Unseen characters become UTF-8 byte pieces, never a bare ``<unk>``."""
+    character_coverage: float = Field(1.0, gt=0, le=1)
+    input_sentence_size: int = Field(200_000, gt=0)
+    user_symbols: list[str] = []
+    """Pieces that are never split, e.g. the dialogue turn separator ``<sep>``."""
 
 
 def _train_one(lines: Sequence[str], cfg: TokenizerConfig, seed: int) -> bytes:

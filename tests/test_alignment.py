@@ -20,8 +20,8 @@ from heedful.analysis.word_alignment import (
 from heedful.data import DataError
 from heedful.datasets import dataset_file
 from heedful.decoding.forced import force_decode
-from heedful.tokenizer import Tokenizer
 from heedful.decoding.translator import Translator
+from heedful.tokenizer import Tokenizer
 
 # ----------------------------------------------------------------------------- AER
 
@@ -210,7 +210,7 @@ def test_forced_scores_do_not_depend_on_the_batch(shipped: Translator) -> None:
 def test_forced_log_prob_matches_the_training_loss(shipped: Translator) -> None:
     from heedful.data import make_batch
     from heedful.tokenizer import BOS_ID, EOS_ID, PAD_ID
-    from heedful.training.trainer import loss_sum
+    from heedful.training.step import loss_sum
 
     tok = shipped.tokenizer
     src = tok.encode_src(["Jesús lloró.", "Y fué la luz."])

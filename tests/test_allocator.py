@@ -9,7 +9,11 @@ import sys
 
 import pytest
 
-from heedful.runtime.allocator import KERNEL_CACHE_VARIABLES, bound_kernel_caches, retain_freed_memory
+from heedful.runtime.allocator import (
+    KERNEL_CACHE_VARIABLES,
+    bound_kernel_caches,
+    retain_freed_memory,
+)
 from heedful.runtime.precision import cpu_has_native_bf16
 
 pytestmark = pytest.mark.skipif(

@@ -12,10 +12,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from heedful.analysis.by_length import (
+    assign_buckets,
+    bucket_bounds,
+    by_length,
+    parse_edges,
+    plot_by_length,
+)
+from heedful.analysis.plots import attention_html, plot_alignment, plot_attention_grid
 from heedful.cli import main
 from heedful.datasets import dataset_file
-from heedful.analysis.by_length import assign_buckets, bucket_bounds, by_length, parse_edges, plot_by_length
-from heedful.analysis.plots import attention_html, plot_alignment, plot_attention_grid
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -13,6 +13,7 @@ from heedful.nn.attention import (
     build_attention,
     coverage_loss,
     masked_softmax,
+    variant_options,
 )
 
 DIM = 16
@@ -30,9 +31,9 @@ def make_inputs(b: int = 3, tq: int = 4, tk: int = 6, seed: int = 0):
 
 def attention(kind: str):
     torch.manual_seed(0)
-    heads = 4 if kind == "multihead" else 1
-    return build_attention(kind, DIM, DIM, heads, local_window=2 if kind == "local" else None
-                           ).eval()
+    options = variant_options(kind)  # the registry's example values
+    return build_attention(kind, DIM, DIM, options.get("attention_heads", 1),
+                           local_window=options.get("local_window")).eval()
 
 
 @pytest.mark.parametrize("kind", VARIANTS)

@@ -9,9 +9,9 @@ import pytest
 from heedful.bench import bench_config, bench_training, format_table
 from heedful.cli import main
 from heedful.config import ConfigError
+from heedful.decoding.translator import Translator
 from heedful.nn.architectures import build_model, count_parameters
 from heedful.runtime.precision import cpu_has_native_bf16
-from heedful.decoding.translator import Translator
 
 
 def test_rnn_configuration_is_the_peers_shape() -> None:
@@ -30,13 +30,13 @@ def test_rnn_configuration_is_the_peers_shape() -> None:
 def test_attentional_tanh_off_is_the_same_state_before_tanh() -> None:
     import torch
 
-    from heedful.config import ModelConfig
+    from heedful.nn.architectures import model_config
 
     base = dict(embed_dim=16, hidden_dim=32, attention="additive", input_feeding=False,
                 dropout=0.0)
     torch.manual_seed(0)
-    with_tanh = build_model(ModelConfig(**base), 50, 50).eval()
-    linear = build_model(ModelConfig(**base, attentional_tanh=False), 50, 50).eval()
+    with_tanh = build_model(model_config(**base), 50, 50).eval()
+    linear = build_model(model_config(**base, attentional_tanh=False), 50, 50).eval()
     linear.load_state_dict(with_tanh.state_dict())  # same weights, no extra parameters
     src = torch.randint(4, 50, (3, 7))
     tgt = torch.randint(4, 50, (3, 5))

@@ -17,10 +17,9 @@ from heedful.checkpoint import (
     save_checkpoint,
     verify_checkpoint,
 )
-from heedful.config import ModelConfig
-from heedful.nn.architectures import build_model
+from heedful.nn.architectures import build_model, model_config
 
-CFG = ModelConfig(embed_dim=16, hidden_dim=16, tie_output=True, share_embeddings=True)
+CFG = model_config(embed_dim=16, hidden_dim=16, tie_output=True, share_embeddings=True)
 
 
 def model_and_optimizer():

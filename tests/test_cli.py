@@ -196,3 +196,44 @@ def test_python_dash_m_runs_without_traceback() -> None:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "heedful: error:" in proc.stderr
+
+
+def test_a_bug_is_reported_as_one_with_its_traceback(monkeypatch, capsys) -> None:
+    import heedful.cli.bench
+
+    def broken(args: object) -> int:
+        raise KeyError("step")
+
+    monkeypatch.setattr(heedful.cli.bench, "cmd_presets", broken)
+    assert main(["presets"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("heedful: internal error (this is a bug in heedful): KeyError: 'step'")
+    assert "Traceback" in err and "heedful: error: 'step'" not in err
+    assert err.rstrip().splitlines()[-1].endswith("the command line: heedful presets")
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["baseline", "first-words", "-n", "0"], "-n must be at least 1 (got 0)"),
+    (["train", "--preset", "no-such-preset"], "unknown preset 'no-such-preset'; presets: "),
+])
+def test_a_user_error_is_one_line_with_status_2(argv: list[str], message: str, capsys) -> None:
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"heedful: error: {message}")
+
+
+def test_decode_flags_are_derived_from_the_decode_options() -> None:
+    from heedful.cli import build_parser
+    from heedful.cli.options import decode_overrides
+    from heedful.decoding.options import DECODE_OPTION_NAMES
+
+    parser = build_parser()
+    args = parser.parse_args(["translate", "m"])
+    assert all(getattr(args, name) is None for name in DECODE_OPTION_NAMES)
+    assert decode_overrides(args) == {}
+    args = parser.parse_args(["translate", "m", "--beam-size", "3", "--sample", "--top-p", "0.9",
+                              "--beam-stop", "top_finished", "--quantize", "int8"])
+    assert decode_overrides(args) == {"beam_size": 3, "sample": True, "top_p": 0.9,
+                                      "beam_stop": "top_finished"}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["translate", "m", "--beam-stop", "sometimes"])

@@ -101,3 +101,12 @@ def test_presets_are_valid_and_round_trip(name: str, tmp_path: Path) -> None:
     cfg = get_preset(name)
     save_config(cfg, tmp_path / "c.yaml")
     assert load_config(tmp_path / "c.yaml") == cfg
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["decode.n_best=6"], r"n_best \(6\) cannot exceed beam_size \(5\)"),
+    (["decode.beam_size=2", "decode.repetition_penalty=1.2"], "apply to greedy search"),
+])
+def test_decoding_rules_fail_when_the_config_loads(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from heedful.config import ConfigError, load_config
+from heedful.decoding.translator import Translator
 from heedful.nn.pointer_generator import PointerGenerator, extend_source
 from heedful.training.trainer import train
-from heedful.decoding.translator import Translator
 
 
 def test_extend_source_gives_each_missing_source_id_one_extra_id() -> None:

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from heedful.config import ModelConfig
 from heedful.data import pad
 from heedful.decoding.search import beam_search, greedy_search, length_penalty
-from heedful.nn.architectures import build_model
+from heedful.nn.architectures import build_model, model_config
+from heedful.nn.attention import variant_options
 from heedful.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 A, B = 4, 5
@@ -108,12 +108,13 @@ CONFIGS = {
     "scaled_dot+feed": dict(attention="scaled_dot", input_feeding=True),
     "scaled_dot": dict(attention="scaled_dot", input_feeding=False),
     "additive+feed+gru": dict(attention="additive", input_feeding=True, rnn_type="gru"),
-    "multihead+2layers": dict(attention="multihead", attention_heads=2, input_feeding=True,
+    "multihead+2layers": dict(attention="multihead", **{**variant_options("multihead"),
+                              "attention_heads": 2}, input_feeding=True,
                               decoder_layers=2, encoder_layers=2),
     "none": dict(attention="none", input_feeding=False),
-    "local": dict(attention="local", local_window=2, input_feeding=False),
-    "coverage": dict(attention="coverage", coverage_loss_weight=1.0, input_feeding=False),
-    "coverage+feed+lstm": dict(attention="coverage", coverage_loss_weight=1.0),
+    "local": dict(attention="local", **variant_options("local"), input_feeding=False),
+    "coverage": dict(attention="coverage", **variant_options("coverage"), input_feeding=False),
+    "coverage+feed+lstm": dict(attention="coverage", **variant_options("coverage")),
     "transformer": dict(arch="transformer", attention="multihead", attention_heads=2, ff_dim=32,
                         input_feeding=False, embed_dim=16, encoder_layers=2, decoder_layers=2),
     "transformer-post-norm-learned": dict(
@@ -125,7 +126,7 @@ CONFIGS = {
 
 def small_model(**overrides):
     torch.manual_seed(3)
-    cfg = ModelConfig(**{"embed_dim": 12, "hidden_dim": 16, "dropout": 0.0, **overrides})
+    cfg = model_config(**{"embed_dim": 12, "hidden_dim": 16, "dropout": 0.0, **overrides})
     return build_model(cfg, 20, 20).eval()
 
 

@@ -166,7 +166,10 @@ def test_a_transformer_update_matches_mkl(backend) -> None:
     from heedful.nn.transformer import TransformerSeq2Seq
 
     torch.manual_seed(0)
-    model = TransformerSeq2Seq(50, 50, 32, 4, 64, 2, 2, 0.0, True, False, 64, True, True, 0)
+    model = TransformerSeq2Seq(src_vocab=50, tgt_vocab=50, dim=32, num_heads=4, ff_dim=64,
+                               encoder_layers=2, decoder_layers=2, dropout=0.0, pre_norm=True,
+                               learned_positions=False, max_positions=64,
+                               share_embeddings=True, tie_output=True, pad_id=0)
     src = torch.randint(3, 50, (16, 12))
     tgt = torch.randint(3, 50, (16, 10))
     mask = torch.ones_like(src, dtype=torch.bool)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from heedful.cli import main
 from heedful.analysis.metrics import score_rouge
+from heedful.cli import main
 
 
 def test_rouge_by_hand() -> None:

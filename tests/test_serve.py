@@ -20,8 +20,8 @@ import httpx
 from fastapi.testclient import TestClient
 
 from heedful.cli import main
-from heedful.serving.server import ServeSettings, create_app
 from heedful.decoding.translator import Translator
+from heedful.serving.server import ServeSettings, create_app
 
 SENTENCE = "Y dijo Dios: Sea la luz: y fué la luz."
 
@@ -279,3 +279,21 @@ def test_html_export_opens_offline_in_a_browser(translator: Translator, tmp_path
         assert page.locator("th.src.hl").count() >= 1
         browser.close()
     assert requests == [page_path.as_uri()]  # the page itself, nothing else
+
+
+def test_every_decoding_option_is_in_the_request_schema() -> None:
+    from heedful.decoding.options import DECODE_OPTION_NAMES
+    from heedful.serving.server import TranslateRequest
+
+    assert set(DECODE_OPTION_NAMES) <= set(TranslateRequest.model_fields)
+
+
+def test_beam_stop_is_accepted_and_decodes_as_the_python_api(client: TestClient,
+                                                             translator: Translator) -> None:
+    res = client.post("/translate", json={"texts": [SENTENCE], "beam_size": 4,
+                                          "beam_stop": "top_finished"})
+    assert res.status_code == 200
+    direct = translator.translate([SENTENCE], beam_size=4, beam_stop="top_finished")[0]
+    assert res.json()["translations"][0]["translation"] == direct.text
+    bad = client.post("/translate", json={"texts": [SENTENCE], "beam_stop": "never"})
+    assert bad.status_code == 422 and "beam_stop" in bad.json()["detail"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from heedful.analysis.metrics import score_corpus
 from heedful.cli import main
 from heedful.data import load_split
-from heedful.analysis.metrics import score_corpus
 from heedful.decoding.translator import SHIPPED_MODELS_DIR, Translator, resolve_run_dir
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from heedful.config import TrainConfig, load_config
-from heedful.training.trainer import _plateau_update, learning_rate, train
 from heedful.decoding.translator import Translator
+from heedful.training.schedule import _plateau_update, learning_rate
+from heedful.training.trainer import train
 
 
 def test_constant_with_warmup() -> None:

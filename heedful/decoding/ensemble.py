@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from heedful.decoding.search import repeat_rows
+from heedful.nn.seq2seq import Seq2SeqModel
 
 
 @dataclass
@@ -30,7 +31,7 @@ class EnsembleState:
         return EnsembleState([repeat_rows(s, n, k) for s in self.states])
 
 
-class Ensemble(nn.Module):
+class Ensemble(Seq2SeqModel):
     """The decoding protocol (encode / init_state / step, and decode for forced decoding)
     over several member models."""
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from heedful.data import pad
-from heedful.nn.architectures import Model
+from heedful.nn.seq2seq import Seq2SeqModel
 from heedful.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 
@@ -38,7 +38,7 @@ class Forced:
         return self.log_prob / self.num_tokens
 
 
-def force_decode(model: Model, src: Sequence[list[int]], tgt: Sequence[list[int]],
+def force_decode(model: Seq2SeqModel, src: Sequence[list[int]], tgt: Sequence[list[int]],
                  need_attention: bool = False, batch_tokens: int = 8000,
                  progress: bool = False) -> list[Forced]:
     """Teacher-forced log-probabilities (and attention) for each (src, tgt) pair.
@@ -81,7 +81,7 @@ def force_decode(model: Model, src: Sequence[list[int]], tgt: Sequence[list[int]
     return [r for r in results if r is not None]
 
 
-def _force_batch(model: Model, src: list[list[int]], tgt: list[list[int]],
+def _force_batch(model: Seq2SeqModel, src: list[list[int]], tgt: list[list[int]],
                  need_attention: bool) -> list[Forced]:
     src_t, src_mask = pad(src, PAD_ID)
     tgt_in, _ = pad([[BOS_ID, *t] for t in tgt], PAD_ID)

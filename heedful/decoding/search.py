@@ -199,59 +199,38 @@ def beam_search(model: Decodable, src: Tensor, src_mask: Tensor, max_len: Tensor
         raise ValueError(f"unknown beam stop rule {stop!r}; choose certain or top_finished")
     if n_best > beam_size:
         raise ValueError(f"n_best ({n_best}) cannot exceed beam_size ({beam_size})")
-    k = beam_size
-    n_total = src.size(0)
-    src_lens = src_mask.sum(1).tolist()
-    state = model.init_state(model.encode(src, src_mask))
-    state = repeat_rows(state, n_total, k)
-    sents = list(range(n_total))  # sentence id of each active batch slot
-    scores = torch.full((n_total, k), float("-inf"))
-    scores[:, 0] = 0.0  # only the first beam is alive at t = 0
-    hist_tok = torch.empty((n_total, k, 0), dtype=torch.long)
-    hist_lp = torch.empty((n_total, k, 0))
+    k, n_total, src_lens = beam_size, src.size(0), src_mask.sum(1).tolist()
+    state = repeat_rows(model.init_state(model.encode(src, src_mask)), n_total, k)
+    sents = list(range(n_total))  # sentence id of each active batch slot; beam 0 alone at t = 0
+    scores = torch.full((n_total, k), float("-inf")).index_fill_(1, torch.tensor([0]), 0.0)
+    hist_tok, hist_lp = torch.empty((n_total, k, 0), dtype=torch.long), torch.empty((n_total, k, 0))
     hist_attn: Tensor | None = None
     prev = torch.full((n_total * k,), BOS_ID, dtype=torch.long)
     finished: list[list[Hypothesis]] = [[] for _ in range(n_total)]
-    caps = max_len.tolist()
+    caps = max_len.tolist()  # per sentence
 
     def finalize(sent: int, toks: Tensor, lps: Tensor, attn: Tensor | None) -> None:
-        total = float(lps.sum())
-        hyp = Hypothesis(toks.tolist(), total, total / length_penalty(len(toks), alpha),
-                         lps.tolist(),
-                         None if attn is None else attn[:, :, :, : src_lens[sent]].clone())
-        finished[sent].append(hyp)
+        finished[sent].append(_hypothesis(toks, lps, attn, src_lens[sent], alpha))
 
     for t in range(int(max_len.max())):
         n = len(sents)
         logp, state, attn = model.step(prev, state, return_attention)
-        vocab = logp.size(-1)
-        cand = (scores.unsqueeze(2) + logp.view(n, k, vocab)).view(n, k * vocab)
-        top_scores, top_idx = cand.topk(min(2 * k, k * vocab), dim=1)  # (n, 2k)
-        beam_idx = torch.div(top_idx, vocab, rounding_mode="floor")
-        tok = top_idx % vocab
+        top_scores, beam_idx, tok, flat_lp = _top_candidates(scores, logp, n, k)
         is_eos = tok == EOS_ID
-        flat_lp = logp.view(n, k * vocab).gather(1, top_idx)  # this token's own log-prob
         base = torch.arange(n).unsqueeze(1)
         # finished candidates: EOS among the top k (a sentence's best continuations)
-        eos_rank = is_eos & (torch.arange(top_idx.size(1)) < k).unsqueeze(0)
+        eos_rank = is_eos & (torch.arange(tok.size(1)) < k).unsqueeze(0)
         eos_rank &= top_scores > float("-inf")
         for i, j in eos_rank.nonzero().tolist():
             b = int(beam_idx[i, j])
-            attn_rows = None
-            if hist_attn is not None and attn is not None:
-                attn_rows = torch.cat([hist_attn[i, b], attn.view(n, k, *attn.shape[1:])[i, b]
-                                       .unsqueeze(0)])
-            elif attn is not None:
-                attn_rows = attn.view(n, k, *attn.shape[1:])[i, b].unsqueeze(0)
             finalize(sents[i], torch.cat([hist_tok[i, b], tok[i, j].view(1)]),
-                     torch.cat([hist_lp[i, b], flat_lp[i, j].view(1)]), attn_rows)
+                     torch.cat([hist_lp[i, b], flat_lp[i, j].view(1)]),
+                     _attention_rows(hist_attn, attn, n, k, i, b))
         # alive: the first k non-EOS candidates (stable order = by score)
-        order = torch.argsort(is_eos.float() * 1e9 + torch.arange(top_idx.size(1)).float(),
+        order = torch.argsort(is_eos.float() * 1e9 + torch.arange(tok.size(1)).float(),
                               dim=1)[:, :k]
-        new_beam = beam_idx.gather(1, order)
-        new_tok = tok.gather(1, order)
-        scores = top_scores.gather(1, order)
-        new_lp = flat_lp.gather(1, order)
+        new_beam, new_tok = beam_idx.gather(1, order), tok.gather(1, order)
+        scores, new_lp = top_scores.gather(1, order), flat_lp.gather(1, order)
         hist_tok = torch.cat([hist_tok[base, new_beam], new_tok.unsqueeze(2)], 2)
         hist_lp = torch.cat([hist_lp[base, new_beam], new_lp.unsqueeze(2)], 2)
         if attn is not None:
@@ -261,24 +240,14 @@ def beam_search(model: Decodable, src: Tensor, src_mask: Tensor, max_len: Tensor
         # which sentences are done?
         keep = []
         for i, sent in enumerate(sents):
-            length_now = t + 1
-            if length_now >= caps[sent]:
+            if t + 1 >= caps[sent]:
                 for b in range(k):  # out of room: the alive beams end here, without EOS
                     if scores[i, b] > float("-inf"):
                         finalize(sent, hist_tok[i, b], hist_lp[i, b],
                                  None if hist_attn is None else hist_attn[i, b])
-                continue
-            if stop == "top_finished":
-                if bool(is_eos[i, 0]) and len(finished[sent]) >= n_best:
-                    continue
+            elif not _sentence_done(stop, finished[sent], n_best, bool(is_eos[i, 0]),
+                                    float(scores[i, 0]), caps[sent], alpha):
                 keep.append(i)
-                continue
-            fin = sorted((h.norm_score for h in finished[sent]), reverse=True)
-            if len(fin) >= n_best:
-                bound = float(scores[i, 0]) / length_penalty(caps[sent], alpha)
-                if fin[n_best - 1] >= bound:
-                    continue
-            keep.append(i)
         if not keep:
             break
         if len(keep) < n:
@@ -294,3 +263,44 @@ def beam_search(model: Decodable, src: Tensor, src_mask: Tensor, max_len: Tensor
             state = state.select((base * k + new_beam).view(-1))
         prev = new_tok.view(-1)
     return [sorted(f, key=lambda h: h.norm_score, reverse=True)[:n_best] for f in finished]
+
+
+def _hypothesis(toks: Tensor, lps: Tensor, attn: Tensor | None, src_len: int,
+                alpha: float) -> Hypothesis:
+    """A finished beam: tokens (T,), their log-probs (T,), attention (T, L, H, S) or None."""
+    total = float(lps.sum())
+    return Hypothesis(toks.tolist(), total, total / length_penalty(len(toks), alpha),
+                      lps.tolist(), None if attn is None else attn[:, :, :, :src_len].clone())
+
+
+def _attention_rows(history: Tensor | None, step: Tensor | None, n: int, k: int, i: int,
+                    b: int) -> Tensor | None:
+    """Beam b of active sentence i: its attention history (n, k, T, L, H, S) plus this step's
+    row of ``step`` (n * k, L, H, S) -> (T + 1, L, H, S), or None without attention."""
+    if step is None:
+        return None
+    row = step.view(n, k, *step.shape[1:])[i, b].unsqueeze(0)
+    return row if history is None else torch.cat([history[i, b], row])
+
+
+def _sentence_done(stop: str, finished: list[Hypothesis], n_best: int, best_is_eos: bool,
+                   best_alive_score: float, cap: int, alpha: float) -> bool:
+    """Whether a sentence's n-best list is settled (see :func:`beam_search`'s stop rules)."""
+    if stop == "top_finished":
+        return best_is_eos and len(finished) >= n_best
+    if len(finished) < n_best:
+        return False
+    fin = sorted((h.norm_score for h in finished), reverse=True)
+    # the best alive beam, even if it grew to the cap, scores at most this
+    return fin[n_best - 1] >= best_alive_score / length_penalty(cap, alpha)
+
+
+def _top_candidates(scores: Tensor, logp: Tensor, n: int, k: int
+                    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The 2k best extensions of each sentence's k beams: scores (n, k) and step log-probs
+    (n * k, V) -> their total scores, parent beams, tokens and own log-probs, each (n, 2k)."""
+    vocab = logp.size(-1)
+    cand = (scores.unsqueeze(2) + logp.view(n, k, vocab)).view(n, k * vocab)
+    top_scores, top_idx = cand.topk(min(2 * k, k * vocab), dim=1)
+    beam_idx = torch.div(top_idx, vocab, rounding_mode="floor")
+    return top_scores, beam_idx, top_idx % vocab, logp.view(n, k * vocab).gather(1, top_idx)

@@ -16,11 +16,12 @@ from torch import Tensor
 
 from heedful.checkpoint import CheckpointError, find_checkpoint, load_model_weights
 from heedful.config import Config, ConfigError, load_config
-from heedful.decoding.options import DecodeOptions
 from heedful.data import pad
+from heedful.decoding.options import DecodeOptions
 from heedful.decoding.search import Hypothesis, beam_search, greedy_search, max_lengths
-from heedful.nn.architectures import Model, build_model
+from heedful.nn.architectures import build_model
 from heedful.nn.pointer_generator import extend_source, extended_pieces, extended_text
+from heedful.nn.seq2seq import Seq2SeqModel
 from heedful.runtime.gemm import as_plain_linear
 from heedful.tokenizer import PAD_ID, Tokenizer
 
@@ -62,10 +63,15 @@ class Translation:
 
 
 class Translator:
-    def __init__(self, model: Model, tokenizer: Tokenizer, config: Config) -> None:
+    def __init__(self, model: Seq2SeqModel, tokenizer: Tokenizer, config: Config,
+                 max_positions: int | None = None) -> None:
+        """``max_positions``: the longest source or output the model takes, in subwords
+        (default: what the config's architecture allows; None = no limit)."""
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.config = config
+        self.max_positions = (max_positions if max_positions is not None
+                              else config.model.max_source_positions())
 
     @classmethod
     def from_checkpoint(cls, path_or_name: str | Path, which: str = "best") -> Translator:
@@ -101,10 +107,8 @@ class Translator:
                     "members must share the SentencePiece model)")
         ensemble = Ensemble([t.model for t in translators])
         first = translators[0]
-        limit = min(t.config.model.max_positions for t in translators)
-        config = first.config.model_copy(
-            update={"model": first.config.model.model_copy(update={"max_positions": limit})})
-        return cls(ensemble, first.tokenizer, config)  # type: ignore[arg-type]
+        limits = [t.max_positions for t in translators if t.max_positions is not None]
+        return cls(ensemble, first.tokenizer, first.config, min(limits) if limits else None)
 
     def quantize(self, kind: str = "int8") -> Translator:
         """Dynamic int8 quantization for CPU inference: the weights of every Linear, LSTM and
@@ -142,7 +146,7 @@ class Translator:
     def translate(self, lines: Sequence[str], return_attention: bool = False,
                   progress: bool = False, **decode_overrides: object) -> list[Translation]:
         opts = self.decode_options(**decode_overrides)
-        src_ids = [_cap_source(ids, min(MAX_SOURCE_PIECES, self.config.model.max_positions))
+        src_ids = [_cap_source(ids, min(MAX_SOURCE_PIECES, self.max_positions or MAX_SOURCE_PIECES))
                    for ids in
                    self.tokenizer.encode_src([line.strip() for line in lines])]
         results: list[Translation | None] = [None] * len(lines)
@@ -172,7 +176,8 @@ class Translator:
                       generator: torch.Generator | None = None) -> list[list[Hypothesis]]:
         src_t, src_mask = pad(src, PAD_ID)
         caps = max_lengths(src_mask, opts.max_len_a, opts.max_len_b)
-        caps = caps.clamp(max=self.config.model.max_positions)  # the Transformer's limit
+        if self.max_positions is not None:  # e.g. the Transformer's position table
+            caps = caps.clamp(max=self.max_positions)
         device = self.device
         if device.type != "cpu":
             src_t, src_mask, caps = src_t.to(device), src_mask.to(device), caps.to(device)

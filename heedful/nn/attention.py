@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -356,10 +357,27 @@ def coverage_loss(weights: Tensor, tgt_mask: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class AttentionOptions:
+    """What a variant's constructor may use: the query and key sizes, and its config options."""
+
     query_dim: int
     key_dim: int
     num_heads: int = 1
     local_window: int | None = None
+
+
+@dataclass(frozen=True)
+class AttentionVariant:
+    """A registry entry: how to build the variant, and the ``model.*`` config options it
+    takes, each with an example value (the parametrized tests and experiments use these).
+
+    An option listed here whose config default is ``None`` is required for this variant;
+    every option is refused for the variants that do not list it (see
+    :class:`heedful.nn.model_config.ModelConfig`)."""
+
+    build: Callable[[AttentionOptions], Attention]
+    options: dict[str, Any] = field(default_factory=dict)
+    needs_equal_dims: bool = False
+    """The score is a plain dot product: query and key sizes must be equal."""
 
 
 def build_attention(kind: str, query_dim: int, key_dim: int, num_heads: int = 1,
@@ -367,20 +385,51 @@ def build_attention(kind: str, query_dim: int, key_dim: int, num_heads: int = 1,
     """The one place that maps ``model.attention`` (and its options) to a module."""
     if kind not in ATTENTIONS:
         raise ValueError(f"unknown attention {kind!r}; choose one of {', '.join(ATTENTIONS)}")
-    if kind in ("dot", "scaled_dot") and query_dim != key_dim:
+    variant = ATTENTIONS[kind]
+    if variant.needs_equal_dims and query_dim != key_dim:
         raise ValueError(f"{kind} attention needs query_dim == key_dim ({query_dim} != {key_dim})")
-    if kind == "local" and local_window is None:
+    if "local_window" in variant.options and local_window is None:
         raise ValueError("local attention needs a window half-width D (model.local_window)")
-    return ATTENTIONS[kind](AttentionOptions(query_dim, key_dim, num_heads, local_window))
+    return variant.build(AttentionOptions(query_dim, key_dim, num_heads, local_window))
 
 
-ATTENTIONS: dict[str, Callable[[AttentionOptions], Attention]] = {
-    "dot": lambda o: DotAttention(),
-    "scaled_dot": lambda o: ScaledDotAttention(),
-    "general": lambda o: GeneralAttention(o.query_dim, o.key_dim),
-    "additive": lambda o: AdditiveAttention(o.query_dim, o.key_dim, o.query_dim),
-    "multihead": lambda o: MultiHeadAttention(o.query_dim, o.key_dim, o.num_heads),
-    "local": lambda o: LocalAttention(o.query_dim, o.key_dim, o.local_window or 0),
-    "coverage": lambda o: CoverageAttention(o.query_dim, o.key_dim, o.query_dim),
+NO_ATTENTION = "none"
+"""``model.attention: none``: the no-attention baseline (the decoder sees only the final
+encoder state); not a module, so not in the registry."""
+
+ATTENTIONS: dict[str, AttentionVariant] = {
+    "dot": AttentionVariant(lambda o: DotAttention(), needs_equal_dims=True),
+    "scaled_dot": AttentionVariant(lambda o: ScaledDotAttention(), needs_equal_dims=True),
+    "general": AttentionVariant(lambda o: GeneralAttention(o.query_dim, o.key_dim)),
+    "additive": AttentionVariant(
+        lambda o: AdditiveAttention(o.query_dim, o.key_dim, o.query_dim)),
+    "multihead": AttentionVariant(
+        lambda o: MultiHeadAttention(o.query_dim, o.key_dim, o.num_heads),
+        options={"attention_heads": 4}),
+    "local": AttentionVariant(
+        lambda o: LocalAttention(o.query_dim, o.key_dim, o.local_window or 0),
+        options={"local_window": 2}),
+    "coverage": AttentionVariant(
+        lambda o: CoverageAttention(o.query_dim, o.key_dim, o.query_dim),
+        options={"coverage_loss_weight": 1.0, "coverage_loss_from_step": 0}),
 }
-"""Registered variants: adding one = a class, an entry here, a config value, a test row."""
+"""Registered variants: adding one = a class, an entry here (with its options), a test row."""
+
+
+def attention_kinds() -> tuple[str, ...]:
+    """Every allowed value of ``model.attention``."""
+    return (NO_ATTENTION, *ATTENTIONS)
+
+
+def variant_options(kind: str) -> dict[str, Any]:
+    """The config options (with example values) that attention ``kind`` takes."""
+    return dict(ATTENTIONS[kind].options) if kind in ATTENTIONS else {}
+
+
+def all_variant_options() -> dict[str, tuple[str, ...]]:
+    """Each variant-specific config option -> the variants that take it."""
+    owners: dict[str, list[str]] = {}
+    for kind, variant in ATTENTIONS.items():
+        for key in variant.options:
+            owners.setdefault(key, []).append(kind)
+    return {key: tuple(kinds) for key, kinds in owners.items()}

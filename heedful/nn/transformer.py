@@ -7,27 +7,34 @@ are computed once per source and kept in the decoder state. Step-by-step decodin
 key/value cache per layer; cross-attention weights (per layer and head) are computed only
 when asked for, so the path that does not ask stays on the fused kernel.
 
-The model implements the decoding protocol of :mod:`heedful.nn.architectures`.
+The model implements the decoding protocol of :mod:`heedful.decoding.search`; its config
+(:class:`TransformerConfig`) and builder (:func:`build_transformer`) close the module.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, field_validator, model_validator
 from torch import Tensor, nn
 
-from heedful.decoding.search import SentenceGroupedState, StepFromDecode, pick_rows
+from heedful.decoding.search import SentenceGroupedState, pick_rows
 from heedful.nn.attention import (
     AttentionState,
     MultiHeadAttention,
     explicit_attention,
     fused_or_small_attention,
 )
+from heedful.nn.model_config import ModelConfig
+from heedful.nn.seq2seq import Seq2SeqModel
 from heedful.runtime.dropout import Dropout
 from heedful.runtime.gemm import Linear
+from heedful.tokenizer import PAD_ID
 
 
 class SelfAttention(nn.Module):
@@ -205,13 +212,14 @@ class TransformerState(SentenceGroupedState):
                                 list(self.cache), self.position, 1)
 
 
-class TransformerSeq2Seq(StepFromDecode, nn.Module):
+class TransformerSeq2Seq(Seq2SeqModel):
     """Embeddings + positions + N encoder layers + N decoder layers + output layer."""
 
-    def __init__(self, src_vocab: int, tgt_vocab: int, dim: int, num_heads: int, ff_dim: int,
-                 encoder_layers: int, decoder_layers: int, dropout: float, pre_norm: bool,
-                 learned_positions: bool, max_positions: int, share_embeddings: bool,
-                 tie_output: bool, pad_id: int, attention_dropout: float | None = None) -> None:
+    def __init__(self, *, src_vocab: int, tgt_vocab: int, dim: int, num_heads: int,
+                 ff_dim: int, encoder_layers: int, decoder_layers: int, dropout: float,
+                 pre_norm: bool, learned_positions: bool, max_positions: int,
+                 share_embeddings: bool, tie_output: bool, pad_id: int,
+                 attention_dropout: float | None = None) -> None:
         super().__init__()
         self.dim = dim
         self.src_embed = nn.Embedding(src_vocab, dim, padding_idx=pad_id)
@@ -241,7 +249,7 @@ class TransformerSeq2Seq(StepFromDecode, nn.Module):
         if self.learned_positions:
             pos = self.positions(torch.arange(start, start + t, device=ids.device))
         else:
-            table: Tensor = self.position_table  # type: ignore[assignment]
+            table = self.get_buffer("position_table")
             pos = table[start : start + t]
         return self.drop(embedding(ids) * math.sqrt(self.dim) + pos)
 
@@ -253,8 +261,8 @@ class TransformerSeq2Seq(StepFromDecode, nn.Module):
         return TransformerEncoderOutput(self.encoder_norm(x), src_mask)
 
     def init_state(self, enc: TransformerEncoderOutput) -> TransformerState:
-        layers: list[DecoderLayer] = list(self.decoder)  # type: ignore[arg-type]
-        cross = [layer.cross_attn.precompute(enc.memory) for layer in layers]
+        cross = [cast(DecoderLayer, layer).cross_attn.precompute(enc.memory)
+                 for layer in self.decoder]
         return TransformerState(enc.memory, enc.src_mask, cross, [None] * len(self.decoder), 0)
 
     def decode(self, tgt_in: Tensor, state: TransformerState, need_weights: bool = False
@@ -277,6 +285,62 @@ class TransformerSeq2Seq(StepFromDecode, nn.Module):
         new_state = replace(state, cache=list(caches), position=state.position + tgt_in.size(1))
         return self.output(self.decoder_norm(x)), attention, new_state
 
-    def forward(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> Tensor:
-        logits, _, _ = self.decode(tgt_in, self.init_state(self.encode(src, src_mask)))
-        return logits
+
+
+# --------------------------------------------------------------------------- config, builder
+
+
+class TransformerConfig(ModelConfig):
+    """``model.arch: transformer``: self-attention encoder and decoder, multi-head
+    cross-attention (``attention: multihead``)."""
+
+    arch: Literal["transformer"] = "transformer"
+    ff_dim: int = Field(gt=0)
+    """Feed-forward size (required)."""
+    attention_dropout: float | None = Field(None, ge=0, lt=1)
+    """Dropout on the self-attention weights (``None`` = ``dropout``). 0 lets PyTorch's fused
+    flash kernel run on CPU (it has no dropout), so attention memory grows linearly, not
+    quadratically, with length."""
+    pre_norm: bool = True
+    """Layer norm before each sub-layer (pre-norm) or after (post-norm)."""
+    positions: Literal["sinusoidal", "learned"] = "sinusoidal"
+    """Position encodings."""
+    max_positions: int = Field(2048, gt=0)
+    """Longest source or output, in subwords."""
+
+    @field_validator("attention")
+    @classmethod
+    def _multihead(cls, kind: str) -> str:
+        if kind != "multihead":
+            raise ValueError("model.arch: transformer needs model.attention: multihead "
+                             f"(got {kind!r})")
+        return kind
+
+    @model_validator(mode="after")
+    def _check_transformer(self) -> TransformerConfig:
+        if self.embed_dim != self.hidden_dim:
+            raise ValueError("model.arch: transformer needs model.embed_dim == model.hidden_dim "
+                             f"(got {self.embed_dim} and {self.hidden_dim})")
+        if self.copy_attention:
+            raise ValueError("model.copy_attention (the pointer-generator) is implemented for "
+                             "model.arch: rnn")
+        return self
+
+    def max_source_positions(self) -> int | None:
+        return self.max_positions
+
+
+def build_transformer(cfg: TransformerConfig, src_vocab_size: int, tgt_vocab_size: int,
+                      src_to_tgt: Sequence[int] | None = None) -> TransformerSeq2Seq:
+    """Map a Transformer config to the model (``src_to_tgt`` is for the copy mechanism,
+    which the Transformer does not have)."""
+    if cfg.share_embeddings and src_vocab_size != tgt_vocab_size:
+        raise ValueError("model.share_embeddings needs equal source and target vocabularies")
+    assert cfg.attention_heads is not None  # required for attention: multihead
+    return TransformerSeq2Seq(
+        src_vocab=src_vocab_size, tgt_vocab=tgt_vocab_size, dim=cfg.hidden_dim,
+        num_heads=cfg.attention_heads, ff_dim=cfg.ff_dim, encoder_layers=cfg.encoder_layers,
+        decoder_layers=cfg.decoder_layers, dropout=cfg.dropout, pre_norm=cfg.pre_norm,
+        learned_positions=cfg.positions == "learned", max_positions=cfg.max_positions,
+        share_embeddings=cfg.share_embeddings, tie_output=cfg.tie_output, pad_id=PAD_ID,
+        attention_dropout=cfg.attention_dropout)

@@ -62,11 +62,11 @@ def export_ctranslate2(run_dir: Path, out_dir: Path, quantization: str | None = 
         raise CheckpointError("--format ctranslate2 needs the ctranslate2 package: pip install "
                               "ctranslate2") from None
     from heedful.nn.architectures import build_model
-    from heedful.nn.transformer import TransformerSeq2Seq
+    from heedful.nn.transformer import TransformerConfig, TransformerSeq2Seq
 
     config = load_config(run_dir / "config.yaml")
     m = config.model
-    if m.arch != "transformer":
+    if not isinstance(m, TransformerConfig):
         raise CheckpointError(
             f"{run_dir} is an RNN model (model.arch: {m.arch}); CTranslate2 runs Transformer "
             "encoder-decoders only, so only Transformer runs can be exported to it")

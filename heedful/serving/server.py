@@ -22,19 +22,15 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from heedful.config import ConfigError
+from heedful.decoding.options import DECODE_OPTION_NAMES, optional_fields
 from heedful.decoding.translator import Translation, Translator
 
 ASSETS = Path(__file__).parent.parent / "assets"
-DECODE_FIELDS = ("beam_size", "n_best", "length_penalty", "max_len_a", "max_len_b", "sample",
-                 "temperature", "top_k", "top_p", "repetition_penalty", "no_repeat_ngram_size",
-                 "seed")
-
-
 @dataclass(frozen=True)
 class ServeSettings:
     max_texts: int = 64
@@ -50,27 +46,29 @@ class ServeSettings:
     """How long the micro-batcher waits for more requests after the first."""
 
 
-class TranslateRequest(BaseModel):
-    """The body of ``POST /translate``; decoding options are named as in the config and CLI
-    and default to the model's own ``decode`` config."""
+class _RequestFields(BaseModel):
+    """The body of ``POST /translate`` besides the decoding options."""
 
     model_config = ConfigDict(extra="forbid")
 
     texts: list[str] = Field(..., min_length=1, description="sentences to translate")
     model: str | None = Field(None, description="model name; may be omitted with one model")
-    beam_size: int | None = Field(None, gt=0, le=64)
-    n_best: int | None = Field(None, gt=0, le=64)
-    length_penalty: float | None = Field(None, ge=0)
-    max_len_a: float | None = Field(None, gt=0)
-    max_len_b: int | None = Field(None, ge=0)
-    sample: bool | None = None
-    temperature: float | None = Field(None, gt=0)
-    top_k: int | None = Field(None, ge=0)
-    top_p: float | None = Field(None, gt=0, le=1)
-    repetition_penalty: float | None = Field(None, gt=0)
-    no_repeat_ngram_size: int | None = Field(None, ge=0)
-    seed: int | None = None
     return_attention: bool = False
+
+
+REQUEST_CAPS: dict[str, dict[str, Any]] = {"beam_size": {"le": 64}, "n_best": {"le": 64},
+                                           "batch_size": {"le": 256}}
+"""The server's own resource ceilings on top of the decoding options' constraints."""
+
+if TYPE_CHECKING:
+    TranslateRequest = _RequestFields
+else:
+    TranslateRequest = create_model(
+        "TranslateRequest", __base__=_RequestFields, __doc__=(
+            "The body of ``POST /translate``: the texts, and every decoding option, named as "
+            "in the config and the CLI; an option left out takes the model's own ``decode`` "
+            "config."),
+        **optional_fields(REQUEST_CAPS))
 
 
 class Hyp(BaseModel):
@@ -213,10 +211,7 @@ def _as_output(r: Translation, with_attention: bool) -> TranslationOut:
 
 def create_app(models: dict[str, Translator], settings: ServeSettings | None = None) -> Any:
     """The FastAPI application serving ``models`` (name -> translator)."""
-    from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.openapi.docs import get_swagger_ui_html
-    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+    from fastapi import FastAPI
     from fastapi.staticfiles import StaticFiles
 
     if not models:
@@ -236,30 +231,8 @@ def create_app(models: dict[str, Translator], settings: ServeSettings | None = N
     app.state.settings = settings
     app.mount("/assets", StaticFiles(directory=ASSETS), name="assets")
 
-    @app.exception_handler(ServeError)
-    async def _serve_error(_: Request, err: ServeError) -> JSONResponse:
-        return JSONResponse({"detail": err.message}, status_code=err.status)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, err: RequestValidationError) -> JSONResponse:
-        # one readable line per problem, naming the field, beside FastAPI's own list
-        problems = []
-        for e in err.errors():
-            where = ".".join(str(x) for x in e["loc"] if x != "body") or "body"
-            problems.append(f"{where}: {e['msg']}")
-        return JSONResponse({"detail": "; ".join(problems), "errors": err.errors()},
-                            status_code=422)
-
-    @app.get("/", include_in_schema=False)
-    async def page() -> FileResponse:
-        return FileResponse(ASSETS / "serve.html", media_type="text/html")
-
-    @app.get("/docs", include_in_schema=False)
-    async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="heedful API",
-                                   swagger_js_url="/assets/swagger-ui-bundle.js",
-                                   swagger_css_url="/assets/swagger-ui.css",
-                                   swagger_favicon_url="/assets/favicon.svg")
+    _add_error_handlers(app)
+    _add_pages(app)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -276,14 +249,12 @@ def create_app(models: dict[str, Translator], settings: ServeSettings | None = N
     async def translate(body: TranslateRequest) -> TranslateResponse:
         worker = _pick(workers, body.model)
         _check_limits(body, settings)
-        opts = {k: getattr(body, k) for k in DECODE_FIELDS if getattr(body, k) is not None}
-        try:
-            decode = worker.translator.decode_options(**opts)
-        except ConfigError as err:  # e.g. options that cannot go together
+        opts = {k: v for k, v in body.model_dump(include=set(DECODE_OPTION_NAMES)).items()
+                if v is not None}
+        try:  # the options' own rules (e.g. n_best <= beam_size) hold here as everywhere
+            worker.translator.decode_options(**opts)
+        except ConfigError as err:
             raise ServeError(422, str(err)) from None
-        if decode.n_best > decode.beam_size:
-            raise ServeError(422, f"n_best ({decode.n_best}) cannot exceed beam_size "
-                                  f"({decode.beam_size})")
         options: _Options = tuple(sorted({**opts, "return_attention": body.return_attention}
                                          .items()))
         start = time.perf_counter()
@@ -298,6 +269,44 @@ def create_app(models: dict[str, Translator], settings: ServeSettings | None = N
             translations=[_as_output(r, body.return_attention) for r in results])
 
     return app
+
+
+def _add_error_handlers(app: Any) -> None:
+    """Errors as ``{"detail": one readable line}`` with the right status."""
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+
+    @app.exception_handler(ServeError)
+    async def _serve_error(_: Request, err: ServeError) -> JSONResponse:
+        return JSONResponse({"detail": err.message}, status_code=err.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, err: RequestValidationError) -> JSONResponse:
+        # one readable line per problem, naming the field, beside FastAPI's own list
+        problems = []
+        for e in err.errors():
+            where = ".".join(str(x) for x in e["loc"] if x != "body") or "body"
+            problems.append(f"{where}: {e['msg']}")
+        return JSONResponse({"detail": "; ".join(problems), "errors": err.errors()},
+                            status_code=422)
+
+
+def _add_pages(app: Any) -> None:
+    """The web page that shows attention, and the API's own documentation page."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import FileResponse, HTMLResponse
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(ASSETS / "serve.html", media_type="text/html")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="heedful API",
+                                   swagger_js_url="/assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/assets/swagger-ui.css",
+                                   swagger_favicon_url="/assets/favicon.svg")
 
 
 def _pick(workers: dict[str, ModelWorker], name: str | None) -> ModelWorker:

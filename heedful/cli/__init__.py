@@ -1,0 +1,75 @@
+"""The ``heedful`` console script: parse arguments, call a library function, print.
+
+Each command family is a module with ``register(subparsers)``, which adds its commands'
+parsers and binds each one's handler (``func``). A problem of the user's making
+(:class:`heedful.errors.UserError`: a bad corpus, config, checkpoint or name) is reported as one
+``heedful: error: ...`` line on stderr with exit status 2, never a traceback. Anything else
+that escapes a command is a bug in heedful and is reported as one: the traceback, and how to
+report it, with exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import traceback
+from collections.abc import Sequence
+
+from heedful.cli import align, bench, data, evaluate, serve, train, translate
+from heedful.errors import UserError
+
+FAMILIES = (train, translate, evaluate, align, serve, data, bench)
+"""The command modules, each with ``register(subparsers)``."""
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every command: each family registers its own."""
+    parser = argparse.ArgumentParser(
+        prog="heedful", description="Sequence-to-sequence models with attention.")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for family in FAMILIES:  # `heedful --help` lists the commands family by family
+        family.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    args = build_parser().parse_args(argv)
+    from heedful.runtime.allocator import bound_kernel_caches, retain_freed_memory
+
+    retain_freed_memory()  # this process is ours: reuse freed memory (heedful.runtime.allocator)
+    bound_kernel_caches()
+    from heedful.runtime.gemm import requested_backend
+
+    try:  # a bad setting stops here, not in the middle of a training run
+        requested_backend()
+    except ValueError as err:
+        print(f"heedful: error: {err}", file=sys.stderr)
+        return 2
+    code = run_command(args, sys.argv[1:] if argv is None else list(argv))
+    from heedful.training import distributed
+
+    if argv is None and distributed.joined_process_group():
+        distributed.exit_now(code)  # a torchrun worker: see exit_now for why
+    return code
+
+
+def run_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Call the command's handler; turn what it raises into a message and an exit status."""
+    try:
+        return int(args.func(args) or 0)
+    except UserError as err:
+        print(f"heedful: error: {err}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+    except KeyboardInterrupt:
+        print("heedful: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # a bug: say so, with what a report needs
+        print(f"heedful: internal error (this is a bug in heedful): {type(err).__name__}: "
+              f"{err}", file=sys.stderr)
+        traceback.print_exc(file=sys.stderr)
+        print("heedful: please report it to the heedful developers with the traceback above "
+              f"and the command line: {shlex.join(['heedful', *argv])}", file=sys.stderr)
+        return 1

@@ -1,0 +1,116 @@
+"""``heedful align``: word alignments from a model's attention, and tuning how they are read."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from heedful.cli.options import add_align_options, align_settings
+from heedful.cli.streams import output
+from heedful.errors import DataError
+
+if TYPE_CHECKING:
+    from heedful.cli.options import Subparsers
+
+
+def register(subparsers: Subparsers) -> None:
+    """Add ``align``."""
+    p = subparsers.add_parser("align", help="word alignments from attention (Pharaoh i-j to "
+                                            "stdout)")
+    p.add_argument("run_dir")
+    p.add_argument("--src", help="source text, one sentence per line")
+    p.add_argument("--tgt", help="its translation (force-decoded), line by line")
+    p.add_argument("-o", "--output")
+    p.add_argument("--tune", action="store_true",
+                   help="choose layer/head/shift/method on dev gold links and store them in "
+                        "RUN_DIR/alignment.json (the run's defaults from then on)")
+    p.add_argument("--dev-src")
+    p.add_argument("--dev-tgt")
+    p.add_argument("--dev-align", metavar="GOLD", help="dev sure links")
+    p.add_argument("--dev-align-possible", metavar="GOLD2", help="dev possible links")
+    p.add_argument("--json", action="store_true")
+    add_align_options(p)
+    p.set_defaults(func=cmd_align)
+
+
+def cmd_align(args: argparse.Namespace) -> int:
+    """Print the word links of each --src/--tgt pair (Pharaoh ``i-j``); with --tune, first
+    choose the extraction settings on dev gold links and store them in the run directory."""
+    from heedful.decoding.translator import Translator, resolve_run_dir
+
+    run_dir = resolve_run_dir(args.run_dir)
+    translator = Translator.from_checkpoint(run_dir)
+    if args.tune:
+        _tune(args, translator, run_dir)
+        if not (args.src or args.tgt):
+            return 0
+    if not (args.src and args.tgt):
+        raise DataError("heedful align needs --src and --tgt (the pairs to align)")
+    _align(args, translator, run_dir)
+    return 0
+
+
+def _tune(args: argparse.Namespace, translator: Any, run_dir: Path) -> None:
+    """Choose layer/head/shift/method on the dev gold links, save them, print the result."""
+    from heedful.analysis.attention_alignment import pair_attention, save_settings, tune
+    from heedful.analysis.reports import read_gold
+
+    dev_name, dev_src, dev_tgt, dev_sure, dev_possible = _dev_gold(args, translator)
+    pairs = pair_attention(translator, dev_src, dev_tgt, progress=not args.json)
+    sure = read_gold(dev_sure, len(dev_src), "sure")
+    possible = read_gold(dev_possible, len(dev_src), "possible") if dev_possible else None
+    settings, scores, table = tune(pairs, sure, possible)
+    path = save_settings(run_dir, settings, scores, tuned_on=f"{dev_name} ({len(pairs)} "
+                         f"pairs), {dev_sure}" + (f", {dev_possible}" if dev_possible else ""))
+    if args.json:
+        print(json.dumps({"settings": settings.describe(), "saved": str(path),
+                          **scores.as_dict(), "candidates": len(table)}))
+    else:
+        print(f"best of {len(table)} settings on dev: {settings.describe()}")
+        print(f"dev AER {scores.aer:.3f} (restricted {scores.aer_restricted:.3f}), precision "
+              f"{scores.precision:.3f}, recall {scores.recall:.3f}; saved to {path}")
+
+
+def _align(args: argparse.Namespace, translator: Any, run_dir: Path) -> None:
+    """Write the links of each --src/--tgt pair, one line (or JSON object) per pair."""
+    from heedful.analysis.attention_alignment import check_settings, pair_attention
+    from heedful.analysis.word_alignment import format_links
+    from heedful.data import read_parallel
+
+    corpus = read_parallel(args.src, args.tgt)
+    settings = align_settings(args, run_dir)
+    pairs = pair_attention(translator, corpus.src, corpus.tgt, progress=args.output is not None)
+    check_settings(settings, pairs)
+    with output(args.output) as out:
+        for p in pairs:
+            links = p.links(settings)
+            if args.json:
+                out.write(json.dumps({"alignment": format_links(links),
+                                      "src_words": p.num_src_words,
+                                      "tgt_words": p.num_tgt_words}) + "\n")
+            else:
+                out.write(format_links(links) + "\n")
+
+
+def _dev_gold(args: argparse.Namespace, translator: Any
+              ) -> tuple[str, list[str], list[str], str, str | None]:
+    """(source file, dev sources, dev targets, sure gold, possible gold) for --tune: given,
+    or the bundled dataset's dev files."""
+    from heedful.data import read_parallel
+    from heedful.datasets import dataset_file, dataset_split
+
+    if args.dev_src or args.dev_tgt or args.dev_align:
+        if not (args.dev_src and args.dev_tgt and args.dev_align):
+            raise DataError("--dev-src, --dev-tgt and --dev-align go together")
+        corpus = read_parallel(args.dev_src, args.dev_tgt)
+        return args.dev_src, corpus.src, corpus.tgt, args.dev_align, args.dev_align_possible
+    name = translator.config.data.dataset
+    if name is None or not dataset_file(name, "dev.align.sure").exists():
+        raise DataError("--tune needs dev pairs with gold links: give --dev-src, --dev-tgt "
+                        "and --dev-align (and --dev-align-possible)")
+    src_file, tgt_file = dataset_split(name, "dev")
+    corpus = read_parallel(src_file, tgt_file)
+    return (str(src_file), corpus.src, corpus.tgt, str(dataset_file(name, "dev.align.sure")),
+            str(dataset_file(name, "dev.align")))

@@ -1,0 +1,75 @@
+"""``heedful train`` and ``heedful quickstart``: train a model."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from heedful.errors import ConfigError
+
+if TYPE_CHECKING:
+    from heedful.cli.options import Subparsers
+    from heedful.config import Config
+
+
+def register(subparsers: Subparsers) -> None:
+    """Add ``train`` and ``quickstart``."""
+    p = subparsers.add_parser("train", help="train a model from a YAML config")
+    p.add_argument("config", nargs="?", help="YAML config (optional with --preset/--resume)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. model.hidden_dim=256")
+    p.add_argument("--preset", help="start from a named preset (see `heedful presets`)")
+    p.add_argument("--run-dir", help="where checkpoints and logs go (default runs/NAME)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    p.add_argument("--init-from", help="initialise weights from a trained run (fine-tuning)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = subparsers.add_parser("quickstart", help="train on the bundled corpus within a time "
+                                                 "budget")
+    p.add_argument("--minutes", type=float, default=15.0)
+    p.add_argument("--run-dir", default="runs/quickstart")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_quickstart)
+
+
+def _config(args: argparse.Namespace) -> Config:
+    """The config to train: the YAML file, preset and ``key=value`` overrides, or, with
+    ``--resume`` and neither a file nor a preset, the run's saved config."""
+    from heedful.config import load_config
+    from heedful.presets import get_preset
+
+    base = get_preset(args.preset) if args.preset else None
+    config_path = args.config
+    overrides = list(args.overrides)
+    if config_path and "=" in config_path and not Path(config_path).exists():
+        overrides.insert(0, config_path)  # `heedful train --preset x a=b`
+        config_path = None
+    if args.resume and not (config_path or base):
+        if not args.run_dir:
+            raise ConfigError("--resume needs --run-dir (the run to continue)")
+        saved = Path(args.run_dir) / "config.yaml"
+        # a run killed before it wrote its config starts from the given overrides
+        return load_config(saved if saved.exists() else None, overrides)
+    return load_config(config_path, overrides, base=base)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train (or resume, or fine-tune) a model into a run directory; print how it ended."""
+    from heedful.training.trainer import train
+
+    config = _config(args)
+    run_dir = Path(args.run_dir or f"runs/{config.name if config else 'heedful'}")
+    result = train(config, run_dir, resume=args.resume, init_from=args.init_from,
+                   progress=not args.no_progress)
+    print(f"stopped after {result.steps} steps ({result.stopped_because}); "
+          f"best dev score {result.best_score}; best checkpoint {result.best_checkpoint}")
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    """Train the quickstart model on the bundled corpus within ``--minutes``."""
+    from heedful.quickstart import quickstart
+
+    quickstart(minutes=args.minutes, run_dir=Path(args.run_dir), progress=not args.no_progress)
+    return 0

@@ -1,0 +1,203 @@
+"""``heedful translate``, ``score``, ``attention`` and ``chat``: run a model on text."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, TextIO
+
+from heedful.cli.options import add_decode_options, decode_overrides
+from heedful.cli.streams import output, read_input
+from heedful.errors import CheckpointError, ConfigError
+
+if TYPE_CHECKING:
+    from heedful.cli.options import Subparsers
+
+
+def register(subparsers: Subparsers) -> None:
+    """Add ``translate``, ``score``, ``attention`` and ``chat``."""
+    p = subparsers.add_parser("translate", help="translate stdin (or --input) to stdout")
+    p.add_argument("run_dir", nargs="+",
+                   help="run directory or shipped model name; several = an ensemble")
+    p.add_argument("--input", "-i")
+    p.add_argument("--output", "-o")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    add_decode_options(p)
+    p.set_defaults(func=cmd_translate)
+
+    p = subparsers.add_parser("score", help="log-probability of given pairs under the model")
+    p.add_argument("run_dir")
+    p.add_argument("--src", required=True)
+    p.add_argument("--tgt", required=True)
+    p.add_argument("-o", "--output")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=cmd_score)
+
+    p = subparsers.add_parser("attention", help="plot the attention of one translation")
+    p.add_argument("run_dir")
+    p.add_argument("sentence")
+    p.add_argument("-o", "--output", default="attention.png")
+    p.add_argument("--head", type=int, default=None, help="one head (default: mean of heads)")
+    p.add_argument("--layer", type=int, default=-1, help="decoder layer (default: the last)")
+    p.add_argument("--grid", action="store_true", help="every layer and head as a grid")
+    p.add_argument("--html", help="also write a self-contained interactive HTML page here")
+    add_decode_options(p)
+    p.set_defaults(func=cmd_attention)
+
+    p = subparsers.add_parser("chat", help="talk to a dialogue model (stdin lines; /reset, "
+                                           "/quit)")
+    p.add_argument("run_dir")
+    p.add_argument("--context-turns", type=int, default=2,
+                   help="turns (yours and the model's) the model sees (default 2)")
+    p.add_argument("--separator", default="<sep>")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per reply, with the context the model saw")
+    add_decode_options(p)
+    p.set_defaults(func=cmd_chat)
+
+
+def load_translator(run_dirs: str | list[str], quantize: str | None = None) -> Any:
+    """A translator for one run directory (or shipped model), or an ensemble of several,
+    quantized when ``quantize`` is given."""
+    from heedful.decoding.translator import Translator
+
+    translator = (Translator.from_checkpoints(run_dirs) if isinstance(run_dirs, list)
+                  else Translator.from_checkpoint(run_dirs))
+    if quantize:
+        translator.quantize(quantize)
+    return translator
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    """Translate the lines of --input (or stdin), one output line (or JSON object) each."""
+    translator = load_translator(args.run_dir, args.quantize)
+    lines = read_input(args.input)
+    results = translator.translate(lines, progress=args.output is not None,
+                                   **decode_overrides(args))
+    with output(args.output) as out:
+        for r in results:
+            if args.json:
+                out.write(json.dumps({"translation": r.text, "score": round(r.score, 4),
+                                      "n_best": [{"translation": t, "score": round(s, 4)}
+                                                 for t, s in r.n_best]},
+                                     ensure_ascii=False) + "\n")
+            elif args.n_best and args.n_best > 1:
+                out.write(" ||| ".join(f"{t} ({s:.3f})" for t, s in r.n_best) + "\n")
+            else:
+                out.write(r.text + "\n")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    """Print the log-probability (total and per token) of each given pair under the model;
+    with -o, a summary with the perplexity on stderr."""
+    import math
+
+    from heedful.data import read_parallel
+    from heedful.decoding.forced import force_decode
+
+    translator = load_translator(args.run_dir)
+    corpus = read_parallel(args.src, args.tgt)
+    tok = translator.tokenizer
+    results = force_decode(translator.model, tok.encode_src(corpus.src),
+                           tok.encode_tgt(corpus.tgt), progress=args.output is not None)
+    with output(args.output) as out:
+        for r in results:
+            if args.json:
+                out.write(json.dumps({"log_prob": round(r.log_prob, 4),
+                                      "per_token": round(r.per_token, 4),
+                                      "tokens": r.num_tokens}) + "\n")
+            else:
+                out.write(f"{r.log_prob:.4f}\t{r.per_token:.4f}\n")
+    if results and args.output:
+        total = sum(r.log_prob for r in results)
+        ntok = sum(r.num_tokens for r in results)
+        print(f"{len(results)} pairs, {ntok} target tokens: log-prob {total:.1f}, "
+              f"{total / ntok:.4f} per token (perplexity {math.exp(-total / ntok):.2f})",
+              file=sys.stderr)
+    return 0
+
+
+def cmd_attention(args: argparse.Namespace) -> int:
+    """Translate one sentence and plot its attention (a heatmap, every head as a grid, or an
+    interactive HTML page)."""
+    from heedful.analysis.plots import attention_html, plot_attention, plot_attention_grid
+
+    translator = load_translator(args.run_dir, args.quantize)
+    result = translator.translate([args.sentence], return_attention=True,
+                                  **decode_overrides(args))[0]
+    if result.attention is None:
+        raise CheckpointError(f"{args.run_dir}: this model has no attention to plot "
+                              "(attention: none)")
+    attention = result.attention.float()  # (T_out, L, H, S)
+    _, layers, heads, _ = attention.shape
+    if not -layers <= args.layer < layers:
+        raise ConfigError(f"--layer {args.layer}: the model has {layers} layer(s)")
+    if args.head is not None and not -heads <= args.head < heads:
+        raise ConfigError(f"--head {args.head}: the model has {heads} head(s)")
+    print(result.text)
+    if args.grid:
+        path = plot_attention_grid(attention.numpy(), result.src_pieces, result.tgt_pieces,
+                                   args.output, title=result.text)
+    else:
+        attn = attention[:, args.layer]  # (T_out, H, S)
+        weights = attn.mean(1) if args.head is None else attn[:, args.head]
+        path = plot_attention(weights.numpy(), result.src_pieces, result.tgt_pieces,
+                              args.output, title=result.text)
+    print(f"attention heatmap written to {path}")
+    if args.html:
+        page = attention_html(attention.numpy(), result.src_pieces, result.tgt_pieces, args.html,
+                              title=f"{args.sentence} → {result.text}")
+        print(f"interactive page written to {page}")
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    """Talk to a dialogue model: one reply per stdin line; /reset starts a new conversation,
+    /quit (or end of input) ends."""
+    from heedful.decoding.chat import ChatSession
+
+    if args.context_turns < 1:
+        raise ConfigError(f"--context-turns must be at least 1 (got {args.context_turns})")
+    translator = load_translator(args.run_dir, args.quantize)
+    decode = decode_overrides(args)
+    translator.decode_options(**decode)  # bad options fail before the first turn
+    session = ChatSession(translator, args.context_turns, args.separator, decode)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print("heedful chat: type a message; /reset starts a new conversation, /quit ends",
+              file=sys.stderr)
+    for text in _turns(sys.stdin, interactive):
+        if text == "/reset":
+            session.reset()
+            if args.json:
+                print(json.dumps({"reset": True}), flush=True)
+            else:
+                print("(new conversation)", file=sys.stderr, flush=True)
+            continue
+        context, reply = session.respond(text)
+        if args.json:
+            print(json.dumps({"context": context, "reply": reply}, ensure_ascii=False),
+                  flush=True)
+        else:
+            print(("bot> " if interactive else "") + reply, flush=True)
+    return 0
+
+
+def _turns(stream: TextIO, interactive: bool) -> Iterator[str]:
+    """The user's non-empty lines, stripped, until end of input or /quit (/exit); with a
+    ``you>`` prompt on stderr when interactive."""
+    while True:
+        if interactive:
+            print("you> ", end="", file=sys.stderr, flush=True)
+        line = stream.readline()
+        if not line:
+            return
+        text = line.strip()
+        if not text:
+            continue
+        if text in ("/quit", "/exit"):
+            return
+        yield text

@@ -1,0 +1,33 @@
+"""The base class of every architecture's model: the contract training and decoding rely on.
+
+* ``encode(src (B, S), src_mask (B, S) bool) -> encoder output`` (architecture-specific)
+* ``init_state(encoder_output) -> state`` (a state implements ``select(index)``, see
+  :mod:`heedful.decoding.search`)
+* ``decode(tgt_in (B, T), state, need_weights) -> (logits (B, T, V), attention
+  (B, T, L, H, S) or None, state)``; ``step`` (one token, from :class:`StepFromDecode`) is
+  what greedy, beam and sampling search call
+* ``forward(src, src_mask, tgt_in) -> logits (B, T, V)``: the teacher-forced pass for training.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from heedful.decoding.search import StepFromDecode
+
+
+class Seq2SeqModel(StepFromDecode, nn.Module):
+    """An encoder-decoder; subclasses implement ``encode``, ``init_state`` and ``decode``."""
+
+    def encode(self, src: Tensor, src_mask: Tensor) -> Any:
+        raise NotImplementedError
+
+    def init_state(self, encoder_output: Any) -> Any:
+        raise NotImplementedError
+
+    def forward(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> Tensor:
+        """Teacher-forced logits (B, T, V)."""
+        logits, _, _ = self.decode(tgt_in, self.init_state(self.encode(src, src_mask)))
+        return logits

@@ -1,0 +1,62 @@
+"""Validation on the dev set: the mean token loss, and BLEU/chrF of greedy translations."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from heedful.analysis.metrics import score_corpus
+from heedful.config import Config
+from heedful.data import Corpus, make_batch, plan_batches
+from heedful.decoding.translator import Translator
+from heedful.nn.seq2seq import Seq2SeqModel
+from heedful.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+from heedful.training.step import loss_sum, to_device
+
+
+@torch.inference_mode()
+def dev_loss(model: Seq2SeqModel, tokenizer: Tokenizer, dev: Corpus, batch_tokens: int) -> float:
+    """Mean per-token cross-entropy (no smoothing) on the dev set; leaves the model in
+    training mode."""
+    model.eval()
+    src, tgt = tokenizer.encode_src(dev.src), tokenizer.encode_tgt(dev.tgt)
+    total, tokens = 0.0, 0
+    device = next(model.parameters()).device
+    for members in plan_batches([len(s) for s in src], [len(t) for t in tgt], batch_tokens):
+        batch = to_device(make_batch([src[i] for i in members], [tgt[i] for i in members],
+                                     PAD_ID, BOS_ID, EOS_ID), device)
+        total += float(loss_sum(model, batch, 0.0))
+        tokens += batch.num_tgt_tokens
+    model.train()
+    return total / max(tokens, 1)
+
+
+@dataclass(frozen=True)
+class DevScores:
+    """One validation's figures."""
+
+    loss: float
+    """Mean per-token cross-entropy (no label smoothing)."""
+    bleu: float
+    chrf: float
+
+    @property
+    def ppl(self) -> float:
+        """Perplexity, rounded to 2 decimals (capped at e^50)."""
+        return round(math.exp(min(self.loss, 50)), 2)
+
+    def value(self, metric: str) -> float:
+        """The figure ``train.early_stopping_metric`` names (bleu, chrf or loss)."""
+        return {"bleu": self.bleu, "chrf": self.chrf, "loss": self.loss}[metric]
+
+
+def score_dev(model: Seq2SeqModel, tokenizer: Tokenizer, dev: Corpus, cfg: Config) -> DevScores:
+    """Dev loss (batches of ``train.batch_tokens``), then greedy translations of the dev
+    sources scored against the references; leaves the model in training mode."""
+    loss = dev_loss(model, tokenizer, dev, cfg.train.batch_tokens)
+    hyps = Translator(model, tokenizer, cfg).translate_lines(dev.src, beam_size=1, n_best=1)
+    model.train()
+    scores = score_corpus(hyps, dev.tgt)
+    return DevScores(loss, scores.bleu, scores.chrf)
