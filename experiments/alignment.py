@@ -132,7 +132,8 @@ def write_markdown(rows: list[dict[str, Any]], eflomal: dict[str, Any] | None,
         "Strong's number, so links of unannotated words cannot be judged); recall is always "
         "over all sure links. Definitions: `heedful/analysis/word_alignment.py`. `shipped` is "
         "the model shipped as `bible-es-en` (the longer 55-minute run of "
-        "`configs/bible-es-en.yaml`, scaled-dot GRU 384), for comparison with the 15-minute variants.",
+        "`configs/bible-es-en.yaml`, scaled-dot GRU 384), for comparison with the 15-minute "
+        "variants.",
         "",
         "| aligner | settings (chosen on dev) | AER | restricted AER | precision (restr.) "
         "| recall | restricted AER, untuned default |",
