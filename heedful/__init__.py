@@ -27,7 +27,7 @@ from heedful.training.trainer import train
 __version__ = "0.2.0"
 
 Seq2Seq = RNNSeq2Seq
-"""The RNN encoder-decoder's name before 0.2 (kept: it is part of the documented API)."""
+"""Another name of :class:`RNNSeq2Seq` (part of the documented API)."""
 
 __all__ = [
     "ARCHITECTURES",

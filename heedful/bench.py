@@ -14,9 +14,10 @@ included), Adam at a constant 1e-3, label smoothing 0.1, gradient clipping 5 (RN
 
 Training: ``warmup`` updates (not timed), then ``steps`` timed updates (forward, backward,
 clipping, Adam); target tokens = real (non-padding) target subwords incl. EOS, as the peers
-count them. Decoding (with ``--model``): the bible-es-en test set, greedy and beam 5, batch 64;
-output tokens = subwords written, EOS not counted (as the peers' harness counts them).
-Each configuration runs in its own process, so peak RSS is that configuration's alone.
+count them. Decoding (with ``--rnn-model`` / ``--transformer-model``): the bible-es-en test
+set, greedy and beam 5, batch 64; output tokens = subwords written, EOS not counted (as the
+peers' harness counts them). Each configuration runs in its own process, so peak RSS is that
+configuration's alone.
 """
 
 from __future__ import annotations

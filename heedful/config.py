@@ -1,9 +1,13 @@
 """The one typed configuration object of heedful.
 
-Every option lives here, with its default, exactly once. A config is loaded from YAML
-(strictly: unknown keys and wrong types are errors that name the key path), then
-``key=value`` overrides from the command line are applied, then cross-field checks run in
-:func:`_check_cross_fields`. The effective config is written into every run directory.
+A config has five sections: ``data`` and ``train`` (declared here), ``tokenizer``
+(:class:`heedful.tokenizer.TokenizerConfig`), ``model`` (the config class of the architecture
+that ``model.arch`` names, see :mod:`heedful.nn.architectures`) and ``decode``
+(:class:`heedful.decoding.options.DecodeOptions`); every option is declared once, with its
+default, next to what it configures. A config is loaded from YAML (strictly: unknown keys and
+wrong types are errors that name the key path), then ``key=value`` overrides from the command
+line are applied; each section checks its own rules and :func:`_check_cross_fields` the rules
+between sections. The effective config is written into every run directory.
 
 "Off" is ``None``, never ``-1``.
 """
@@ -21,6 +25,7 @@ from heedful.decoding.options import DecodeOptions
 from heedful.errors import ConfigError
 from heedful.nn.architectures import (
     ARCHITECTURES,
+    DEFAULT_ARCH,
     AnyModelConfig,
     drop_other_architectures_defaults,
     owner_architectures,
@@ -31,11 +36,6 @@ from heedful.tokenizer import TokenizerConfig
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
-
-
-AttentionKind = Literal["none", "dot", "scaled_dot", "general", "additive", "multihead", "local",
-                        "coverage"]
-"""Allowed values of ``model.attention`` (see :mod:`heedful.nn.attention`)."""
 
 
 class SplitConfig(_Strict):
@@ -165,7 +165,7 @@ def _section_class(path: list[str], arch: str | None) -> type[BaseModel] | None:
     cls: type[BaseModel] = Config
     for part in path:
         if cls is Config and part == "model":
-            entry = ARCHITECTURES.get(arch or "rnn")
+            entry = ARCHITECTURES.get(arch or DEFAULT_ARCH)
             if entry is None:
                 return None
             cls = entry.config
@@ -222,7 +222,7 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
         return Config.model_validate(raw)
     except ValidationError as err:
         model = raw.get("model")
-        arch = str(model.get("arch", "rnn")) if isinstance(model, dict) else None
+        arch = str(model.get("arch", DEFAULT_ARCH)) if isinstance(model, dict) else None
         raise ConfigError(_format_error(err, source, arch)) from None
 
 
@@ -261,7 +261,11 @@ def load_config(
     base: Config | None = None,
 ) -> Config:
     """Load a YAML config (or start from ``base`` / the defaults) and apply overrides."""
-    raw: dict[str, Any] = base.model_dump(mode="json", exclude_unset=True) if base else {}
+    raw: dict[str, Any] = {}
+    if base is not None:
+        raw = base.model_dump(mode="json", exclude_unset=True)
+        # the model section's class is picked by arch, set or not
+        raw["model"] = {**raw.get("model", {}), "arch": base.model.arch}
     source = "defaults"
     if path is not None:
         source = str(path)

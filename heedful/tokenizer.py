@@ -18,7 +18,7 @@ from typing import Literal
 import sentencepiece as spm
 from pydantic import BaseModel, ConfigDict, Field
 
-from heedful.errors import ConfigError
+from heedful.errors import CheckpointError, ConfigError
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
@@ -101,7 +101,7 @@ class Tokenizer:
             return cls(proc, proc, joint=True)
         src_path, tgt_path = directory / "spm.src.model", directory / "spm.tgt.model"
         if not (src_path.exists() and tgt_path.exists()):
-            raise FileNotFoundError(
+            raise CheckpointError(
                 f"{directory} has no SentencePiece model (spm.model, or spm.src.model and "
                 "spm.tgt.model)")
         return cls(_load_processor(src_path), _load_processor(tgt_path), joint=False)
@@ -177,5 +177,5 @@ def _load_processor(path: Path) -> spm.SentencePieceProcessor:
     try:
         proc.load(str(path))
     except (OSError, RuntimeError) as err:
-        raise ValueError(f"{path} is not a valid SentencePiece model ({err})") from None
+        raise CheckpointError(f"{path} is not a valid SentencePiece model ({err})") from None
     return proc

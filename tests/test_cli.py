@@ -237,3 +237,9 @@ def test_decode_flags_are_derived_from_the_decode_options() -> None:
                                       "beam_stop": "top_finished"}
     with pytest.raises(SystemExit):
         parser.parse_args(["translate", "m", "--beam-stop", "sometimes"])
+
+
+def test_an_unwritable_output_path_is_a_user_error(tmp_path: Path, capsys) -> None:
+    code = main(["baseline", "first-words", "-n", "2", "-i", str(tmp_path / "missing.txt")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "missing.txt" in err

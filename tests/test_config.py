@@ -110,3 +110,13 @@ def test_presets_are_valid_and_round_trip(name: str, tmp_path: Path) -> None:
 def test_decoding_rules_fail_when_the_config_loads(overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(None, overrides)
+
+
+def test_a_base_config_keeps_its_architecture() -> None:
+    from heedful.config import Config
+    from heedful.nn.transformer import TransformerConfig
+
+    model = TransformerConfig(attention="multihead", attention_heads=2, ff_dim=32, embed_dim=16,
+                              hidden_dim=16)  # arch left at its default
+    cfg = load_config(None, ["train.max_steps=3"], base=Config(model=model))
+    assert cfg.model == model and cfg.train.max_steps == 3

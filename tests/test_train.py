@@ -9,7 +9,7 @@ import pytest
 
 from heedful.config import TrainConfig, load_config
 from heedful.decoding.translator import Translator
-from heedful.training.schedule import _plateau_update, learning_rate
+from heedful.training.schedule import Plateau, learning_rate, plateau_update
 from heedful.training.trainer import train
 
 
@@ -36,11 +36,11 @@ def test_inverse_sqrt_decay() -> None:
 
 def test_plateau_halves_after_patience() -> None:
     cfg = TrainConfig(lr=1e-3, schedule="plateau", plateau_patience=1, plateau_factor=0.5)
-    state = {"plateau_scale": 1.0, "plateau_best": None, "plateau_bad": 0}
+    state = Plateau(scale=1.0, best=None, bad=0)
     for value in (10.0, 9.0, 8.0):  # BLEU getting worse
-        _plateau_update(cfg, state, value, higher_better=True)
-    assert state["plateau_scale"] == 0.5
-    assert learning_rate(cfg, 50, state["plateau_scale"], 256) == pytest.approx(5e-4)
+        state = plateau_update(cfg, state, value, higher_better=True)
+    assert state.scale == 0.5
+    assert learning_rate(cfg, 50, state.scale, 256) == pytest.approx(5e-4)
 
 
 def tiny(sample_files, *extra: str):

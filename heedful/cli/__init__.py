@@ -66,10 +66,21 @@ def run_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     except KeyboardInterrupt:
         print("heedful: interrupted", file=sys.stderr)
         return 130
-    except Exception as err:  # a bug: say so, with what a report needs
-        print(f"heedful: internal error (this is a bug in heedful): {type(err).__name__}: "
-              f"{err}", file=sys.stderr)
-        traceback.print_exc(file=sys.stderr)
-        print("heedful: please report it to the heedful developers with the traceback above "
-              f"and the command line: {shlex.join(['heedful', *argv])}", file=sys.stderr)
-        return 1
+    except OSError as err:
+        if err.filename is None:  # not about a path: a bug
+            return _report_bug(err, argv)
+        # a path the user gave that cannot be read or written (a missing folder, a full disk)
+        print(f"heedful: error: {err.filename}: {err.strerror}", file=sys.stderr)
+        return 2
+    except Exception as err:
+        return _report_bug(err, argv)
+
+
+def _report_bug(err: BaseException, argv: Sequence[str]) -> int:
+    """Say that this is a bug in heedful, with what a report needs; exit status 1."""
+    print(f"heedful: internal error (this is a bug in heedful): {type(err).__name__}: "
+          f"{err}", file=sys.stderr)
+    traceback.print_exception(err, file=sys.stderr)
+    print("heedful: please report it to the heedful developers with the traceback above "
+          f"and the command line: {shlex.join(['heedful', *argv])}", file=sys.stderr)
+    return 1

@@ -59,8 +59,7 @@ class DecodeOptions(BaseModel):
         if self.sample and self.n_best > 1:
             raise ValueError("decode.n_best must be 1 with decode.sample: true")
         if not self.sample and self.n_best > self.beam_size:
-            raise ValueError(f"n_best ({self.n_best}) cannot exceed beam_size ({self.beam_size}) "
-                             "(decode.n_best, decode.beam_size)")
+            raise ValueError(f"n_best ({self.n_best}) cannot exceed beam_size ({self.beam_size})")
         repeats = self.repetition_penalty != 1.0 or self.no_repeat_ngram_size > 0
         if repeats and not self.sample and self.beam_size > 1:
             raise ValueError("decode.repetition_penalty and decode.no_repeat_ngram_size apply "

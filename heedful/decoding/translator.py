@@ -27,6 +27,8 @@ from heedful.tokenizer import PAD_ID, Tokenizer
 
 SHIPPED_MODELS_DIR = Path(__file__).parent.parent / "pretrained"
 MAX_SOURCE_PIECES = 1024
+MAX_OUTPUT_PIECES = 2048
+"""The longest output of a model without a position limit of its own (the RNN)."""
 """Longer inputs are cut to this many subwords (documented; never a crash)."""
 
 
@@ -80,10 +82,7 @@ class Translator:
             raise CheckpointError(f"{run_dir} is not a run directory (no config.yaml)")
         config = load_config(run_dir / "config.yaml")
         ckpt = find_checkpoint(run_dir, which)
-        try:
-            tokenizer = Tokenizer.load(run_dir)
-        except (FileNotFoundError, ValueError) as err:
-            raise CheckpointError(str(err)) from None
+        tokenizer = Tokenizer.load(run_dir)
         model = build_model(config.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
         load_model_weights(model, ckpt)
         return cls(model, tokenizer, config)
@@ -139,7 +138,8 @@ class Translator:
             return DecodeOptions.model_validate({**self.config.decode.model_dump(), **updates})
         except ValidationError as err:
             problems = "; ".join(
-                f"{'.'.join(str(x) for x in e['loc']) or 'decode'}: {e['msg']}"
+                f"{'.'.join(str(x) for x in e['loc']) or 'decode'}: "
+                f"{e['msg'].removeprefix('Value error, ')}"
                 for e in err.errors())
             raise ConfigError(f"invalid decoding options: {problems}") from None
 
@@ -176,8 +176,7 @@ class Translator:
                       generator: torch.Generator | None = None) -> list[list[Hypothesis]]:
         src_t, src_mask = pad(src, PAD_ID)
         caps = max_lengths(src_mask, opts.max_len_a, opts.max_len_b)
-        if self.max_positions is not None:  # e.g. the Transformer's position table
-            caps = caps.clamp(max=self.max_positions)
+        caps = caps.clamp(max=self.max_positions or MAX_OUTPUT_PIECES)
         device = self.device
         if device.type != "cpu":
             src_t, src_mask, caps = src_t.to(device), src_mask.to(device), caps.to(device)

@@ -67,7 +67,6 @@ _FLAT_0_1_VALUES: dict[str, Any] = {
     "attention_dropout": None, "pre_norm": True, "positions": "sinusoidal",
     "max_positions": 2048,
 }
-_FLAT_0_1_RNN_INPUT_FEEDING = True  # the RNN's own default, never dropped
 
 
 def drop_other_architectures_defaults(model: dict[str, Any]) -> dict[str, Any]:

@@ -59,7 +59,7 @@ class ModelConfig(BaseModel):
         if kind not in attention_kinds():
             *others, last = (repr(k) for k in attention_kinds())
             raise ValueError(f"model.attention: Input should be {', '.join(others)} or {last} "
-                             f"(got {kind!r}; the variants of heedful.nn.attention)")
+                             f"(got {kind!r})")
         return kind
 
     @model_validator(mode="after")

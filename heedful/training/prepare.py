@@ -13,7 +13,7 @@ from heedful.data import Corpus, load_split
 from heedful.errors import DataError
 from heedful.tokenizer import Tokenizer
 
-log = logging.getLogger("heedful.training.trainer")
+log = logging.getLogger("heedful.train")
 
 
 @dataclass

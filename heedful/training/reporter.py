@@ -20,8 +20,8 @@ from heedful.config import TrainConfig
 from heedful.training.distributed import DistContext
 from heedful.training.evaluate import DevScores
 
-# the name train.log's records have always come from
-log = logging.getLogger("heedful.training.trainer")
+# train.log holds the records of every "heedful" logger; training's own are "heedful.train"
+log = logging.getLogger("heedful.train")
 
 
 class Reporter:

@@ -7,9 +7,7 @@ config and the plateau state, which every checkpoint saves.
 from __future__ import annotations
 
 import math
-from collections.abc import MutableMapping
 from dataclasses import dataclass
-from typing import Any
 
 from heedful.config import TrainConfig
 
@@ -61,12 +59,3 @@ def plateau_update(cfg: TrainConfig, plateau: Plateau, value: float,
     if plateau.bad + 1 > cfg.plateau_patience:
         return Plateau(plateau.scale * cfg.plateau_factor, best, 0)
     return Plateau(plateau.scale, best, plateau.bad + 1)
-
-
-def _plateau_update(cfg: TrainConfig, state: MutableMapping[str, Any], value: float,
-                    higher_better: bool) -> None:
-    """:func:`plateau_update` on the JSON form of the state (a mapping holding
-    ``plateau_scale``, ``plateau_best`` and ``plateau_bad``), in place."""
-    now = plateau_update(cfg, Plateau(state["plateau_scale"], state["plateau_best"],
-                                      state["plateau_bad"]), value, higher_better)
-    state.update(plateau_scale=now.scale, plateau_best=now.best, plateau_bad=now.bad)

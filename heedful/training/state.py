@@ -2,8 +2,8 @@
 
 :class:`TrainerState` is written as ``trainer_state.json`` (by
 :func:`heedful.checkpoint.save_checkpoint`, from ``dataclasses.asdict``): its field names and
-order are that file's keys, so renaming, reordering or dropping a field breaks the resume of
-every run saved before. A new field needs a default, so that older files still load.
+order are that file's keys (read back by name), so renaming or dropping a field breaks the
+resume of every run saved before. A new field needs a default, so that older files still load.
 """
 
 from __future__ import annotations

@@ -16,8 +16,7 @@ uninterrupted run.
 The pieces live beside this module: :mod:`~heedful.training.prepare` (data),
 :mod:`~heedful.training.step` (one update), :mod:`~heedful.training.schedule` (learning
 rates), :mod:`~heedful.training.evaluate` (validation), :mod:`~heedful.training.state`
-(what a checkpoint remembers) and :mod:`~heedful.training.reporter` (all output). The names
-other modules have long imported from here stay importable here.
+(what a checkpoint remembers) and :mod:`~heedful.training.reporter` (all output).
 """
 
 from __future__ import annotations
@@ -46,33 +45,20 @@ from heedful.nn.architectures import build_model, count_parameters
 from heedful.nn.seq2seq import Seq2SeqModel
 from heedful.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from heedful.training import distributed
-from heedful.training.evaluate import dev_loss, score_dev
+from heedful.training.evaluate import score_dev
 from heedful.training.prepare import PreparedData, prepare_data
 from heedful.training.reporter import Reporter
-from heedful.training.schedule import learning_rate, plateau_update
+from heedful.training.schedule import plateau_update
 from heedful.training.state import TrainerState, capture_rng, restore_rng
-from heedful.training.step import StepRunner, StepStats, build_optimizer, loss_sum
+from heedful.training.step import StepRunner, StepStats, build_optimizer
 
-__all__ = [
-    "PreparedData",
-    "StepStats",
-    "TrainError",
-    "TrainResult",
-    "Trainer",
-    "TrainerState",
-    "build_optimizer",
-    "dev_loss",
-    "learning_rate",
-    "loss_sum",
-    "prepare_data",
-    "train",
-]
+__all__ = ["TrainError", "TrainResult", "Trainer", "train"]
 
 
 @dataclass
 class TrainResult:
-    """How a :func:`train` call ended (the stopping reason and best score are rank 0's
-    under torchrun: the other ranks do not validate)."""
+    """How a :func:`train` call ended (under torchrun every rank reports the stopping reason;
+    the best score is rank 0's: the other ranks do not validate)."""
 
     run_dir: Path
     steps: int
