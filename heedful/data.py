@@ -1,7 +1,7 @@
 """Reading corpora and cutting them into token-budget batches.
 
 Readers accept two line-aligned text files, a TSV file, or a JSONL file; gzip is detected by
-its magic bytes and read transparently. Normalisation (documented in the README): a UTF-8 BOM
+its magic bytes and read transparently. Normalisation (documented in docs/data.md): a UTF-8 BOM
 at the start of a file is dropped, line endings ``\\n``, ``\\r\\n`` and a lone ``\\r`` all end a
 line, and each segment is stripped of surrounding whitespace. Invalid UTF-8 stops with an error
 that names the file and line.

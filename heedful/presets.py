@@ -14,8 +14,8 @@ def quickstart() -> Config:
     parameters).
 
     GRU, no input feeding (the decoder runs over whole sequences), a 4k joint vocabulary with
-    shared embeddings and a tied output layer: chosen for tokens/s on 2 CPU cores (see the
-    README for the measurement).
+    shared embeddings and a tied output layer: chosen for tokens/s on 2 CPU cores (see
+    docs/benchmarks.md for the measurement).
     """
     return config_from_dict({
         "name": "quickstart",

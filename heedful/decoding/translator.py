@@ -112,7 +112,7 @@ class Translator:
     def quantize(self, kind: str = "int8") -> Translator:
         """Dynamic int8 quantization for CPU inference: the weights of every Linear, LSTM and
         GRU are stored in int8 and activations are quantized on the fly (fbgemm/onednn
-        kernels). Smaller and usually faster on CPU; see the README for the BLEU it costs."""
+        kernels). Smaller and usually faster on CPU; docs/benchmarks.md gives the BLEU it costs."""
         if kind != "int8":
             raise ConfigError(f"unknown quantization {kind!r}; supported: int8")
         if self.device.type != "cpu":
