@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -42,10 +43,11 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def bench(tree: Path, argv: list[str], env_extra: dict[str, str]) -> dict[str, Any]:
+def bench(tree: Path, argv: list[str], env_extra: dict[str, str], prefix: list[str]
+          ) -> dict[str, Any]:
     """One ``heedful bench --json`` in a fresh process against ``tree``; its JSON report."""
     env = {**os.environ, "PYTHONPATH": str(tree), **env_extra}
-    out = subprocess.run([sys.executable, "-m", "heedful", "bench", *argv, "--json"],
+    out = subprocess.run([*prefix, sys.executable, "-m", "heedful", "bench", *argv, "--json"],
                          env=env, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(f"heedful bench failed in {tree} (exit {out.returncode}):\n"
@@ -60,7 +62,8 @@ def jobs(args: argparse.Namespace) -> list[tuple[str, list[str], tuple[str, ...]
     for name in args.only:
         out.append((f"{name} training",
                     ["--only", name, "--steps", str(args.steps), "--warmup", str(args.warmup),
-                     "--threads", str(args.threads)], TRAINING_FIGURES))
+                     "--threads", str(args.threads), "--precision", args.precision],
+                    TRAINING_FIGURES))
         model = getattr(args, f"{name}_model")
         if model:
             argv = ["--only", name, "--skip-training", f"--{name}-model", model,
@@ -82,9 +85,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="training arithmetic of both trees")
     parser.add_argument("--rnn-model", help="trained run for the rnn decoding figures")
     parser.add_argument("--transformer-model", help="trained run for the transformer ones")
     parser.add_argument("--test-limit", type=int, default=200)
+    parser.add_argument("--prefix", default="",
+                        help="command put before each measurement (e.g. 'taskset -c 0,1')")
     parser.add_argument("--gemm", default="mkl",
                         help="HEEDFUL_CPU_GEMM for both trees (default mkl: one library)")
     args = parser.parse_args()
@@ -97,7 +104,7 @@ def main() -> None:
         order = ("old", "new") if round_index % 2 == 0 else ("new", "old")
         for label, argv, figures in jobs(args):
             for which in order:
-                report = bench(trees[which], argv, env_extra)
+                report = bench(trees[which], argv, env_extra, shlex.split(args.prefix))
                 for figure in figures:
                     key = f"{label}: {figure}"
                     values.setdefault(key, {"old": [], "new": []})[which].append(
@@ -112,7 +119,8 @@ def main() -> None:
                         "new_median": new, "new_over_old": round(new / old, 4)}
     print(json.dumps({"cpu": cpu_name(), "threads": args.threads, "rounds": args.rounds,
                       "order": "ABBA (old first in odd rounds, new first in even rounds)",
-                      "gemm": args.gemm, "steps": args.steps, "warmup": args.warmup,
+                      "gemm": args.gemm, "precision": args.precision, "steps": args.steps,
+                      "warmup": args.warmup,
                       "test_limit": args.test_limit, "old": str(trees["old"]),
                       "new": str(trees["new"]), "minutes": round((time.time() - started) / 60, 1),
                       "figures": summary}, indent=1))
