@@ -216,6 +216,8 @@ def test_conv_small_preset_shape() -> None:
     assert len(model.encoder.convs) == 4 and len(model.decoder) == 3
     assert model.encoder.convs[0].weight().shape == (512, 256 * 3)  # GLU: 2 x 256 channels
     assert count_parameters(model) == 4_972_448
+    assert cfg.model.attention_layers() == 3  # the server's "layers"
+    assert cfg.model.max_source_positions() == 1024
 
 
 TINY_CONV = ["data.dataset=null", "tokenizer.vocab_size=500", "model.arch=conv",
