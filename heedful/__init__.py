@@ -17,6 +17,7 @@ from heedful.data import DataError, read_jsonl, read_parallel, read_tsv
 from heedful.decoding.translator import Translation, Translator
 from heedful.errors import UserError
 from heedful.nn.architectures import ARCHITECTURES, build_model
+from heedful.nn.conv import ConvConfig, ConvSeq2Seq
 from heedful.nn.rnn import RNNConfig, RNNSeq2Seq
 from heedful.nn.seq2seq import Seq2SeqModel
 from heedful.nn.transformer import TransformerConfig, TransformerSeq2Seq
@@ -33,6 +34,8 @@ __all__ = [
     "ARCHITECTURES",
     "Config",
     "ConfigError",
+    "ConvConfig",
+    "ConvSeq2Seq",
     "DataError",
     "RNNConfig",
     "RNNSeq2Seq",

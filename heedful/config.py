@@ -79,9 +79,14 @@ class TrainConfig(_Strict):
     """Tokens per batch, counted as sentences x the longest side, padding included."""
     accumulate: int = Field(1, gt=0)
     """Gradient accumulation: batches per optimizer update."""
-    optimizer: Literal["adam"] = "adam"
+    optimizer: Literal["adam", "nag"] = "adam"
+    """``adam``, or ``nag``: SGD with Nesterov momentum, what Gehring et al. 2017 and
+    fairseq's ``fconv`` recipes train ConvS2S with (lr 0.25, momentum 0.99, clip_norm 0.1)."""
     lr: float = Field(1e-3, gt=0)
     betas: tuple[float, float] = (0.9, 0.999)
+    """Adam's decay rates (optimizer: adam)."""
+    momentum: float = Field(0.99, ge=0, lt=1)
+    """Nesterov momentum (optimizer: nag)."""
     weight_decay: float = Field(0.0, ge=0)
     schedule: Literal["constant", "noam", "inverse_sqrt", "plateau"] = "constant"
     warmup_steps: int = Field(0, ge=0)
@@ -110,6 +115,16 @@ class TrainConfig(_Strict):
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     """Mixed precision (autocast) for training: bf16 on GPU or CPU, fp16 on GPU only (with
     loss scaling); weights and optimizer state stay float32."""
+
+    @model_validator(mode="after")
+    def _optimizer_options(self) -> TrainConfig:
+        """Each optimizer's own option is refused for the other one (never silently unused)."""
+        fields = type(self).model_fields
+        for key, owner in (("betas", "adam"), ("momentum", "nag")):
+            if self.optimizer != owner and getattr(self, key) != fields[key].default:
+                raise ValueError(f"train.{key} applies only to train.optimizer: {owner} "
+                                 f"(optimizer is {self.optimizer!r}); remove it")
+        return self
 
 
 class Config(_Strict):

@@ -68,6 +68,23 @@ def transformer_small() -> Config:
     }, "preset transformer-small")
 
 
+def conv_small() -> Config:
+    """A small ConvS2S (Gehring et al. 2017), fairseq's fconv_iwslt_de_en shape: embeddings
+    256, encoder 4 x (256 channels, k = 3), decoder 3 x (256, k = 3) attending in every
+    layer; the quickstart's 4k joint vocabulary with shared and tied embeddings (PARAMS
+    parameters); OPTIMIZER."""
+    return config_from_dict({
+        "name": "conv-small",
+        "tokenizer": {"vocab_size": 4000},
+        "model": {"arch": "conv", "embed_dim": 256, "hidden_dim": 256, "encoder_layers": 4,
+                  "decoder_layers": 3, "kernel_size": 3, "share_embeddings": True,
+                  "tie_output": True, "dropout": 0.1},
+        "train": {"lr": 2e-3, "batch_tokens": 6000, "warmup_steps": 100, "valid_every": 200,
+                  "log_every": 10, "keep_last": 2},
+        "data": {"dev_limit": 300},
+    }, "preset conv-small")
+
+
 def _built_corpus(folder: str) -> dict[str, object]:
     """The data section for a corpus `heedful data` wrote into ``folder``."""
     return {"dataset": None,
@@ -164,6 +181,7 @@ PRESETS: dict[str, Callable[[], Config]] = {
     "rnn-additive": rnn_additive,
     "rnn-none": rnn_none,
     "transformer-small": transformer_small,
+    "conv-small": conv_small,
     "summarize": summarize,
     "dialogue": dialogue,
     "bench-rnn": bench_rnn,

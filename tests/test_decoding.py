@@ -121,6 +121,8 @@ CONFIGS = {
         arch="transformer", attention="multihead", attention_heads=4, ff_dim=24,
         input_feeding=False, embed_dim=16, pre_norm=False, positions="learned",
         share_embeddings=True, tie_output=True),
+    "conv": dict(arch="conv", attention="dot", embed_dim=12, encoder_layers=2, decoder_layers=3,
+                 kernel_size=3),
 }
 
 

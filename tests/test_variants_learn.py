@@ -1,4 +1,5 @@
-"""Every registered attention variant and the Transformer learn the reverse task (5-20)."""
+"""Every registered attention variant, the Transformer and ConvS2S learn the reverse task
+(5-20)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ ROWS = {kind: dict(rnn_type="gru", embed_dim=64, hidden_dim=128, attention=kind,
 ROWS["transformer"] = dict(arch="transformer", attention="multihead", attention_heads=4,
                            embed_dim=64, hidden_dim=64, ff_dim=256, encoder_layers=2,
                            decoder_layers=2, input_feeding=False)
+ROWS["conv"] = dict(arch="conv", attention="dot", embed_dim=64, hidden_dim=64, encoder_layers=3,
+                    decoder_layers=3, kernel_size=3)
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ import torch
 from pydantic import Discriminator, Tag
 from torch import nn
 
+from heedful.nn.conv import ConvConfig, build_conv
 from heedful.nn.model_config import ModelConfig
 from heedful.nn.rnn import RNNConfig, build_rnn
 from heedful.nn.seq2seq import Seq2SeqModel
@@ -36,6 +37,7 @@ class Architecture:
 ARCHITECTURES: dict[str, Architecture] = {
     "rnn": Architecture(RNNConfig, build_rnn),
     "transformer": Architecture(TransformerConfig, build_transformer),
+    "conv": Architecture(ConvConfig, build_conv),
 }
 """Registered architectures: adding one = a module (config, model, builder) and an entry."""
 

@@ -1,7 +1,8 @@
 """What every architecture's model config shares, and the attention options' rules.
 
 Each architecture declares its own config class next to its module (``RNNConfig`` in
-:mod:`heedful.nn.rnn`, ``TransformerConfig`` in :mod:`heedful.nn.transformer`), derived from
+:mod:`heedful.nn.rnn`, ``TransformerConfig`` in :mod:`heedful.nn.transformer`, ``ConvConfig``
+in :mod:`heedful.nn.conv`), derived from
 :class:`ModelConfig`; ``model.arch`` picks the class (see :mod:`heedful.nn.architectures`), so
 an option that belongs to another architecture is an unknown key, not an "applies only to"
 check. The attention variants' options are declared here once, and which variant takes which
@@ -26,7 +27,8 @@ class ModelConfig(BaseModel):
     embed_dim: int = Field(256, gt=0)
     """Token embedding size."""
     hidden_dim: int = Field(512, gt=0)
-    """Decoder hidden size; also the common size keys and values are projected to."""
+    """Decoder hidden size; also the common size keys and values are projected to (the
+    convolutions' channels for ``arch: conv``)."""
     encoder_layers: int = Field(1, gt=0)
     """Encoder layers."""
     decoder_layers: int = Field(1, gt=0)
@@ -65,7 +67,7 @@ class ModelConfig(BaseModel):
     @model_validator(mode="after")
     def _check_shared(self) -> ModelConfig:
         self._check_attention_options()
-        if self.tie_output and self.embed_dim != self.hidden_dim:
+        if self.tie_output and self.embed_dim != self.output_input_dim():
             raise ValueError(
                 f"model.tie_output needs model.embed_dim == model.hidden_dim "
                 f"(got {self.embed_dim} and {self.hidden_dim})")
@@ -92,3 +94,12 @@ class ModelConfig(BaseModel):
     def max_source_positions(self) -> int | None:
         """The longest source (in subwords) the architecture can encode; None = no limit."""
         return None
+
+    def output_input_dim(self) -> int:
+        """The size of the vectors the output layer reads (``tie_output`` needs it to equal
+        ``embed_dim``)."""
+        return self.hidden_dim
+
+    def attention_layers(self) -> int:
+        """How many decoder layers attend (L of the attention the model returns)."""
+        return 1

@@ -341,6 +341,9 @@ class TransformerConfig(ModelConfig):
     def max_source_positions(self) -> int | None:
         return self.max_positions
 
+    def attention_layers(self) -> int:
+        return self.decoder_layers
+
 
 def build_transformer(cfg: TransformerConfig, src_vocab_size: int, tgt_vocab_size: int,
                       src_to_tgt: Sequence[int] | None = None) -> TransformerSeq2Seq:

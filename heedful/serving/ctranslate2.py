@@ -1,7 +1,8 @@
 """Export a heedful Transformer to CTranslate2 (``heedful export RUN --format ctranslate2``).
 
 CTranslate2 (``pip install ctranslate2``) runs Transformer encoder-decoders with its own
-optimised kernels; it has no RNN decoder, so RNN models get a clear error. The mapping:
+optimised kernels; it has no RNN or convolutional decoder, so those models get a clear error.
+The mapping:
 
 * embeddings x sqrt(d_model) plus the position table (sinusoidal or learned, copied as is);
 * pre-norm or post-norm layers; our fused self-attention ``qkv`` is CTranslate2's fused
@@ -24,6 +25,9 @@ import torch
 from heedful.checkpoint import CheckpointError, find_checkpoint, load_model_weights
 from heedful.config import load_config
 from heedful.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
+
+_KINDS = {"rnn": "an RNN", "conv": "a convolutional (ConvS2S)"}
+"""What the export error calls the architectures CTranslate2 has no decoder for."""
 
 
 def _np(t: torch.Tensor) -> Any:
@@ -56,11 +60,6 @@ def ct2_source_tokens(tokenizer: Tokenizer, lines: list[str]) -> list[list[str]]
 
 def export_ctranslate2(run_dir: Path, out_dir: Path, quantization: str | None = None) -> Path:
     """Convert the run's best checkpoint; returns ``out_dir``."""
-    try:
-        from ctranslate2.specs import common_spec, transformer_spec
-    except ImportError:
-        raise CheckpointError("--format ctranslate2 needs the ctranslate2 package: pip install "
-                              "ctranslate2") from None
     from heedful.nn.architectures import build_model
     from heedful.nn.transformer import TransformerConfig, TransformerSeq2Seq
 
@@ -68,8 +67,14 @@ def export_ctranslate2(run_dir: Path, out_dir: Path, quantization: str | None = 
     m = config.model
     if not isinstance(m, TransformerConfig):
         raise CheckpointError(
-            f"{run_dir} is an RNN model (model.arch: {m.arch}); CTranslate2 runs Transformer "
-            "encoder-decoders only, so only Transformer runs can be exported to it")
+            f"{run_dir} is {_KINDS.get(m.arch, 'a non-Transformer')} model (model.arch: "
+            f"{m.arch}); CTranslate2 runs Transformer encoder-decoders only, so only "
+            "Transformer runs can be exported to it")
+    try:
+        from ctranslate2.specs import common_spec, transformer_spec
+    except ImportError:
+        raise CheckpointError("--format ctranslate2 needs the ctranslate2 package: pip install "
+                              "ctranslate2") from None
     tokenizer = Tokenizer.load(run_dir)
     built = build_model(m, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
     load_model_weights(built, find_checkpoint(run_dir))

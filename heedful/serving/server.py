@@ -191,7 +191,7 @@ class ModelWorker:
         cfg = self.translator.config
         m = cfg.model
         return {"name": self.name, "arch": m.arch, "attention": m.attention,
-                "layers": m.decoder_layers if m.arch == "transformer" else 1,
+                "layers": m.attention_layers(),
                 "heads": m.attention_heads if m.attention == "multihead" else 1,
                 "decode": cfg.decode.model_dump()}
 

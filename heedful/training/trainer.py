@@ -1,5 +1,5 @@
-"""The training loop: token-budget batches, label-smoothed cross-entropy, Adam, schedules,
-validation with BLEU, early stopping, atomic checkpoints, exact resume.
+"""The training loop: token-budget batches, label-smoothed cross-entropy, Adam or NAG,
+schedules, validation with BLEU, early stopping, atomic checkpoints, exact resume.
 
 :func:`train` is the entry point; :class:`Trainer` is the recipe it runs: :meth:`Trainer.setup`
 (runtime checks, data, model, optimizer, batch stream, resume), then :meth:`Trainer.fit`,
@@ -100,9 +100,10 @@ class Trainer:
     def setup(cls, cfg: Config, run_dir: Path, ctx: distributed.DistContext,
               reporter: Reporter, resume: bool = False,
               init_from: str | Path | None = None) -> Trainer:
-        """Check the runtime, prepare the data, build the model and Adam (initialised from
-        ``init_from``'s best checkpoint if given), and the batch stream; with ``resume``,
-        continue from the newest intact checkpoint in ``run_dir`` (from scratch if none)."""
+        """Check the runtime, prepare the data, build the model (initialised from
+        ``init_from``'s best checkpoint if given), the optimizer and the batch stream; with
+        ``resume``, continue from the newest intact checkpoint in ``run_dir`` (from scratch if
+        none)."""
         tc = cfg.train
         _configure_runtime(tc, ctx)
         torch.manual_seed(tc.seed)  # the same initial weights on every rank
@@ -250,8 +251,8 @@ class Trainer:
         return is_best
 
     def _save(self, is_best: bool) -> None:
-        """Checkpoint the weights, Adam and the state (with the stream position, the RNG and
-        the time trained so far)."""
+        """Checkpoint the weights, the optimizer and the state (with the stream position, the
+        RNG and the time trained so far)."""
         state = self.state
         state.train_seconds += time.monotonic() - self.clock
         self.clock = time.monotonic()
@@ -296,7 +297,7 @@ def _prepare_in_rank_order(cfg: Config, run_dir: Path, ctx: distributed.DistCont
 
 def _resume(run_dir: Path, model: Seq2SeqModel, optimizer: torch.optim.Optimizer,
             reporter: Reporter) -> TrainerState:
-    """Load the newest intact checkpoint's weights, Adam state and RNG into place and return
+    """Load the newest intact checkpoint's weights, optimizer state and RNG into place and return
     its trainer state (a fresh state if there is none)."""
     ckpt, problems = newest_intact(run_dir)
     for problem in problems:
