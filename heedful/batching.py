@@ -129,9 +129,11 @@ def assemble(src: TokenArray, tgt: TokenArray, members: np.ndarray, pad_id: int,
         tgt_in[row, 1:len(t) + 1] = t
         tgt_out[row, :len(t)] = t
         tgt_out[row, len(t)] = eos_id
-    src_t, tgt_in_t, tgt_out_t = (torch.from_numpy(a) for a in (src_ids, tgt_in, tgt_out))
-    tgt_mask = tgt_out_t != pad_id
-    return Batch(src_t, src_t != pad_id, tgt_in_t, tgt_out_t, tgt_mask, int(tgt_mask.sum()))
+    # NumPy only: a torch op on the prefetching thread could start a second OpenMP team
+    src_mask, tgt_mask = src_ids != pad_id, tgt_out != pad_id
+    src_t, src_mask_t, tgt_in_t, tgt_out_t, tgt_mask_t = (
+        torch.from_numpy(a) for a in (src_ids, src_mask, tgt_in, tgt_out, tgt_mask))
+    return Batch(src_t, src_mask_t, tgt_in_t, tgt_out_t, tgt_mask_t, int(tgt_mask.sum()))
 
 
 class BatchStream:
