@@ -59,6 +59,15 @@ def length_order(src_lens: np.ndarray, tgt_lens: np.ndarray) -> np.ndarray:
     return np.lexsort((np.asarray(src_lens), np.asarray(tgt_lens)))  # stable: ties by index
 
 
+def padded_sizes(src_lens: np.ndarray, tgt_lens: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Along ``order``, each example's size in a batch: max(source, target + 1) (int32)."""
+    sizes = np.empty(len(order), dtype=np.int32)
+    for a in range(0, len(order), 1 << 20):  # in blocks: memory-mapped lengths stay lean
+        idx = order[a:a + (1 << 20)]
+        sizes[a:a + len(idx)] = np.maximum(src_lens[idx], tgt_lens[idx].astype(np.int32) + 1)
+    return sizes
+
+
 @dataclass(frozen=True)
 class BatchPlan:
     """Example indices grouped into batches: batch b is ``order[starts[b]:starts[b + 1]]``."""
@@ -68,19 +77,16 @@ class BatchPlan:
 
     @classmethod
     def build(cls, src_lens: np.ndarray, tgt_lens: np.ndarray, batch_tokens: int,
-              order: np.ndarray | None = None) -> BatchPlan:
+              order: np.ndarray | None = None, sizes: np.ndarray | None = None) -> BatchPlan:
         """Cut the examples, in ``order`` (default :func:`length_order`), into batches of at
         most ``batch_tokens`` padded tokens: a batch's cost is len(batch) x max(longest
         source, longest target + 1). An example longer than the budget gets a batch of its
         own. The cut is greedy, in order: a batch takes examples while the cost stays within
-        the budget."""
-        src_lens, tgt_lens = np.asarray(src_lens), np.asarray(tgt_lens)
+        the budget. ``sizes``: :func:`padded_sizes` along ``order``, if already known (then
+        the lengths are not read at all)."""
         if order is None:
             order = length_order(src_lens, tgt_lens)
-        size = np.empty(len(order), dtype=np.int64)
-        for a in range(0, len(order), 1 << 20):  # in blocks: memory-mapped lengths stay lean
-            idx = order[a:a + (1 << 20)]
-            size[a:a + len(idx)] = np.maximum(src_lens[idx], tgt_lens[idx].astype(np.int64) + 1)
+        size = padded_sizes(src_lens, tgt_lens, order) if sizes is None else sizes
         starts = [0]
         s, n = 0, len(size)
         while s < n:
@@ -139,8 +145,9 @@ def assemble(src: TokenArray, tgt: TokenArray, members: np.ndarray, pad_id: int,
 class BatchStream:
     """Endless stream of training batches with a resumable position (epoch, index).
 
-    ``src``/``tgt``: :class:`TokenArray` s (or id lists, converted); ``order``: the
-    examples' length order if already known (a prepared store keeps it). ``prefetch`` > 0
+    ``src``/``tgt``: :class:`TokenArray` s (or id lists, converted); ``order`` and
+    ``sizes``: the examples' length order and their padded sizes along it, if already known
+    (a prepared store keeps them). ``prefetch`` > 0
     assembles that many batches ahead on a background thread; the batches, their order and
     :meth:`position` are the same either way. ``pin_memory``: page-locked batches, for a fast
     copy to a CUDA device. Call :meth:`close` to stop the thread.
@@ -156,12 +163,14 @@ class BatchStream:
         bos_id: int,
         eos_id: int,
         order: np.ndarray | None = None,
+        sizes: np.ndarray | None = None,
         prefetch: int = 0,
         pin_memory: bool = False,
     ) -> None:
         self.src = src if isinstance(src, TokenArray) else TokenArray.from_lists(src)
         self.tgt = tgt if isinstance(tgt, TokenArray) else TokenArray.from_lists(tgt)
-        self.plan = BatchPlan.build(self.src.lengths, self.tgt.lengths, batch_tokens, order)
+        self.plan = BatchPlan.build(self.src.lengths, self.tgt.lengths, batch_tokens, order,
+                                    sizes)
         self.seed = seed
         self.ids = (pad_id, bos_id, eos_id)
         self.prefetch, self.pin_memory = prefetch, pin_memory

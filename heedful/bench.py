@@ -130,7 +130,7 @@ def _training_setup(config: Config, compile_model: bool, precision: str
         data = prepare_data(config, Path(tmp))
         # in memory: the store's files go with the temporary directory
         src, tgt = data.store.src.in_memory(), data.store.tgt.in_memory()
-        order = np.array(data.store.order)
+        order, sizes = np.array(data.store.order), np.array(data.store.sizes)
     tok = data.tokenizer
     model = build_model(config.model, tok.src_vocab_size, tok.tgt_vocab_size).train()
     # the compiled wrapper passes encode/decode through to the model it wraps
@@ -138,7 +138,7 @@ def _training_setup(config: Config, compile_model: bool, precision: str
     runner = StepRunner(model, build_optimizer(model, config.train), config, DistContext(),
                         precision=precision, forward=forward)
     stream = BatchStream(src, tgt, config.train.batch_tokens, config.train.seed, PAD_ID, BOS_ID,
-                         EOS_ID, order=order)
+                         EOS_ID, order=order, sizes=sizes)
     return runner, stream
 
 

@@ -8,6 +8,8 @@
     RUN_DIR/prepared/{src,tgt}.offsets.bin   int64, N + 1: pair i is tokens[off[i]:off[i + 1]]
     RUN_DIR/prepared/{src,tgt}.lengths.bin   per-pair lengths (what the batch plan reads)
     RUN_DIR/prepared/order.bin           the pairs sorted by (target, source) length
+    RUN_DIR/prepared/sizes.bin           along that order, each pair's padded size
+                                         max(source, target + 1): all the batch plan reads
 
 Each ``.bin`` file is a bare little-endian NumPy array (``numpy.memmap``); the manifest gives
 each one's dtype, length, size and sha256 — the layout of fairseq's ``MMapIndexedDataset``
@@ -35,7 +37,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from heedful.batching import TokenArray, length_order
+from heedful.batching import TokenArray, length_order, padded_sizes
 from heedful.errors import DataError
 
 STORE_DIR = "prepared"
@@ -51,11 +53,14 @@ def store_path(run_dir: Path) -> Path:
 
 
 def file_sha256(path: Path) -> str:
-    """sha256 of a file, read in 8 MiB blocks (hashlib lets other threads run meanwhile)."""
+    """sha256 of a file, read a block at a time into one buffer (hashlib lets other threads
+    run meanwhile)."""
     h = hashlib.sha256()
+    buffer = bytearray(1 << 22)
+    view = memoryview(buffer)
     with open(path, "rb") as f:
-        while block := f.read(1 << 23):
-            h.update(block)
+        while n := f.readinto(buffer):
+            h.update(view[:n])
     return h.hexdigest()
 
 
@@ -167,12 +172,15 @@ class StoreWriter:
                                   dtype=np.dtype(arrays[f"{side}.lengths.bin"]["dtype"]))
                 for side in _SIDES}
         order = length_order(lens["src"], lens["tgt"])
+        sizes = padded_sizes(lens["src"], lens["tgt"], order)
         del lens
-        dtype = np.dtype(np.int32 if self.pairs < 2**31 else np.int64)
-        order_file = _ArrayFile(self.tmp / "order.bin", dtype)
-        self._current = order_file.path
-        order_file.append(order)
-        arrays["order.bin"] = order_file.close()
+        for name, values, dtype in (
+                ("order.bin", order, np.int32 if self.pairs < 2**31 else np.int64),
+                ("sizes.bin", sizes, np.uint16 if sizes.max() < 2**16 else np.int32)):
+            array_file = _ArrayFile(self.tmp / name, np.dtype(dtype))
+            self._current = array_file.path
+            array_file.append(values)
+            arrays[name] = array_file.close()
         full = {"format": FORMAT, "format_version": FORMAT_VERSION, "pairs": self.pairs,
                 **manifest, "arrays": arrays}
         self._current = self.tmp / MANIFEST
@@ -199,10 +207,25 @@ class StoreWriter:
 
 
 def remove_leftovers(run_dir: Path) -> None:
-    """Drop what a prepare cut off (temporary stores, a replaced store) left behind."""
+    """Drop what a cut-off prepare left behind (its temporary store, or the store it was
+    replacing); a process still running keeps its own."""
     for pattern in (f".{STORE_DIR}.tmp-*", f".{STORE_DIR}.old-*"):
         for path in run_dir.glob(pattern):
-            shutil.rmtree(path, ignore_errors=True)
+            pid = path.name.rpartition("-")[2]
+            if not (pid.isdigit() and _running(int(pid))):
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this process is not writing one now
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # --------------------------------------------------------------------------- reading
@@ -228,13 +251,14 @@ def read_manifest(run_dir: Path) -> dict[str, Any] | None:
 
 @dataclass(frozen=True)
 class TokenStore:
-    """An opened store: the two sides' token arrays (memory-mapped), the length order and
-    the manifest."""
+    """An opened store: the two sides' token arrays (memory-mapped), the length order, the
+    padded sizes along it (see :class:`~heedful.batching.BatchPlan`) and the manifest."""
 
     path: Path
     src: TokenArray
     tgt: TokenArray
     order: np.ndarray
+    sizes: np.ndarray
     manifest: dict[str, Any]
 
     def __len__(self) -> int:
@@ -268,11 +292,13 @@ def open_store(run_dir: Path, verify: bool = True) -> TokenStore:
     mapped = {name: _map(root / name, entry) for name, entry in arrays.items()}
     sides = [TokenArray(mapped[f"{s}.tokens.bin"], mapped[f"{s}.offsets.bin"],
                         mapped[f"{s}.lengths.bin"]) for s in _SIDES]
-    return TokenStore(root, sides[0], sides[1], mapped["order.bin"], manifest)
+    return TokenStore(root, sides[0], sides[1], mapped["order.bin"], mapped["sizes.bin"],
+                      manifest)
 
 
 def _map(path: Path, entry: dict[str, Any]) -> np.ndarray:
     dtype = np.dtype(entry["dtype"]).newbyteorder("<")
     if entry["length"] == 0:
         return np.zeros(0, dtype=dtype)
-    return np.memmap(path, dtype=dtype, mode="r", shape=(entry["length"],))
+    # a plain ndarray over the read-only, shared mapping (slicing a memmap costs more)
+    return np.memmap(path, dtype=dtype, mode="r", shape=(entry["length"],)).view(np.ndarray)

@@ -126,7 +126,7 @@ class Trainer:
         store = data.store
         # batches padded a few ahead on a background thread; page-locked for a GPU
         stream = BatchStream(store.src, store.tgt, tc.batch_tokens, tc.seed, PAD_ID, BOS_ID,
-                             EOS_ID, order=store.order, prefetch=_PREFETCH,
+                             EOS_ID, order=store.order, sizes=store.sizes, prefetch=_PREFETCH,
                              pin_memory=ctx.device.type == "cuda")
         state = (_resume(run_dir, model, optimizer, reporter) if resume
                  else TrainerState())
