@@ -89,10 +89,11 @@ class BatchPlan:
         size = padded_sizes(src_lens, tgt_lens, order) if sizes is None else sizes
         starts = [0]
         s, n = 0, len(size)
+        counts = np.arange(1, batch_tokens + 2)
         while s < n:
             # a batch of k examples costs at least k * size[s]: k <= batch_tokens // size[s]
             window = size[s:s + min(n - s, batch_tokens // int(size[s]) + 1)]
-            cost = np.maximum.accumulate(window) * np.arange(1, len(window) + 1)
+            cost = np.maximum.accumulate(window) * counts[:len(window)]
             # cost grows strictly along the window: the first k entries within the budget fit
             s += max(int(np.searchsorted(cost, batch_tokens, side="right")), 1)
             starts.append(s)
@@ -202,9 +203,9 @@ class BatchStream:
         members = self.plan[(order or self.epoch_order(epoch))[index]]
         batch = assemble(self.src, self.tgt, members, *self.ids)
         if self.pin_memory:
-            batch = Batch(*(t.pin_memory() for t in (batch.src, batch.src_mask, batch.tgt_in,
-                                                     batch.tgt_out, batch.tgt_mask)),
-                          batch.num_tgt_tokens)
+            batch = Batch(batch.src.pin_memory(), batch.src_mask.pin_memory(),
+                          batch.tgt_in.pin_memory(), batch.tgt_out.pin_memory(),
+                          batch.tgt_mask.pin_memory(), batch.num_tgt_tokens)
         return batch
 
     def __iter__(self) -> Iterator[Batch]:

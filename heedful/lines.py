@@ -13,7 +13,7 @@ import gzip
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from heedful.errors import DataError
 
@@ -56,7 +56,7 @@ class LineReader:
             self._gzip = True
             f.seek(0)
             self._compressed = f
-            return gzip.GzipFile(fileobj=f, mode="rb")
+            return cast(IO[bytes], gzip.GzipFile(fileobj=f, mode="rb"))
         f.seek(0)
         return f
 

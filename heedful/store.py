@@ -184,10 +184,10 @@ class StoreWriter:
         full = {"format": FORMAT, "format_version": FORMAT_VERSION, "pairs": self.pairs,
                 **manifest, "arrays": arrays}
         self._current = self.tmp / MANIFEST
-        with open(self.tmp / MANIFEST, "w", encoding="utf-8") as f:
-            f.write(json.dumps(full, indent=1) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        with open(self.tmp / MANIFEST, "w", encoding="utf-8") as out:
+            out.write(json.dumps(full, indent=1) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
         _fsync_dir(self.tmp)
         final = store_path(self.run_dir)
         old = self.run_dir / f".{STORE_DIR}.old-{os.getpid()}"

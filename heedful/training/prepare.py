@@ -322,6 +322,8 @@ class _Side:
     def __init__(self, picked: list[int] | None, base: int, count: int) -> None:
         self.picked = picked
         self.got: list[str] = []
+        self.wanted: np.ndarray | None
+        self.slots: np.ndarray
         if picked is None:
             self.wanted, self.slots = None, np.arange(base, base + count)
         else:
