@@ -25,11 +25,17 @@ v0.2.0``) on PYTHONPATH, for comparison.
 Each command runs in its own process; peak RSS is its ``ru_maxrss`` (and its children's). The
 model is tiny (a GRU of 64 units, 4k joint BPE): the figures are about the data path. Prints
 one JSON object (``-o`` also writes it to a file).
+
+Run it niced on a shared machine. Where another user's timing runs stop every niced process
+while they measure (SIGSTOP/SIGCONT), the clocks here leave those pauses out: a thread ticks
+every 0.1 s and a gap of more than 1 s between ticks is not counted (``paused_s`` says how
+much was left out); each command's figures are "active" seconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import datetime as dt
 import gzip
 import json
@@ -39,6 +45,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -66,11 +73,45 @@ with os.fdopen(3, "w") as f:
 """
 
 
+class ActiveClock:
+    """Wall-clock time without the pauses when this process was stopped (see the module
+    docstring): ``now()`` in active seconds, ``at(wall)`` for a past ``time.time()``."""
+
+    def __init__(self, tick: float = 0.1, gap: float = 1.0) -> None:
+        self.samples = [(time.time(), 0.0)]
+        self.paused = 0.0
+        self._tick, self._gap = tick, gap
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self._tick)
+            now = time.time()
+            last, active = self.samples[-1]
+            if now - last < self._gap:
+                active += now - last
+            else:
+                self.paused += now - last
+            self.samples.append((now, active))
+
+    def now(self) -> float:
+        return self.at(time.time())
+
+    def at(self, wall: float) -> float:
+        i = bisect.bisect_right(self.samples, (wall, float("inf"))) - 1
+        last, active = self.samples[max(i, 0)]
+        return active + min(max(wall - last, 0.0), self._gap)
+
+
+CLOCK = ActiveClock()
+
+
 def run(argv: list[str], code_dir: Path = ROOT) -> dict[str, float]:
-    """Run ``heedful ARGV`` in a fresh process; its report plus the wall clock."""
+    """Run ``heedful ARGV`` in a fresh process; its report plus the active seconds."""
     read, write = os.pipe()
     env = {**os.environ, "PYTHONPATH": str(code_dir)}
     start = time.time()
+    active_start, paused_start = CLOCK.now(), CLOCK.paused
     proc = subprocess.Popen([sys.executable, "-c", WRAPPER, *argv], pass_fds=(write,),
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, cwd=code_dir)
@@ -78,11 +119,12 @@ def run(argv: list[str], code_dir: Path = ROOT) -> dict[str, float]:
     with os.fdopen(read) as f:
         raw = f.read()
     out, err = proc.communicate()
-    wall = time.time() - start
+    wall = CLOCK.now() - active_start
     if proc.returncode != 0 or not raw:
         raise RuntimeError(f"heedful {' '.join(argv)} failed:\n{out[-2000:]}\n{err[-3000:]}")
     report = json.loads(raw)
-    report.update(start=start, seconds=round(wall, 2), stdout=out)
+    report.update(start=start, seconds=round(wall, 2), stdout=out,
+                  paused_s=round(CLOCK.paused - paused_start, 1))
     return report
 
 
@@ -121,7 +163,8 @@ def bench_prepare(data: list[str], work: Path, name: str) -> dict[str, object]:
         out[f"workers_{workers}"] = {
             "seconds": r["seconds"], "peak_rss_mb": mb(r, "peak_rss_mb"),
             "worker_peak_rss_mb": mb(r, "children_peak_rss_mb") if workers > 1 else None,
-            "pairs_kept": summary["pairs"], "store_mb": round(_du(run_dir / "prepared"))}
+            "pairs_kept": summary["pairs"], "store_mb": round(_du(run_dir / "prepared")),
+            "paused_s": r["paused_s"]}
     w1, w2 = out["workers_1"], out["workers_2"]
     assert isinstance(w1, dict) and isinstance(w2, dict)
     out["speedup_2_workers"] = round(w1["seconds"] / w2["seconds"], 2)
@@ -148,11 +191,11 @@ def bench_train(data: list[str], run_dir: Path, steps: int, code_dir: Path = ROO
                               log, re.MULTILINE)
     first = dt.datetime.strptime(steps_logged[0][0], "%Y-%m-%d %H:%M:%S,%f").timestamp()
     rates = [int(rate) for _, step, rate in steps_logged if int(step) > 5]
-    return {"start_to_first_step_s": round(first - r["start"], 2),
+    return {"start_to_first_step_s": round(CLOCK.at(first) - CLOCK.at(r["start"]), 2),
             "peak_rss_mb": mb(r, "peak_rss_mb"), "rss_anon_mb_at_end": mb(r, "rss_anon_mb"),
             "rss_file_mb_at_end": mb(r, "rss_file_mb"),
             "tokens_per_s_median": round(statistics.median(rates)), "steps": steps,
-            "seconds": r["seconds"]}
+            "seconds": r["seconds"], "paused_s": r["paused_s"]}
 
 
 def bench_translate(run_dir: Path, work: Path, lines: int, code_dir: Path = ROOT
@@ -170,7 +213,8 @@ def bench_translate(run_dir: Path, work: Path, lines: int, code_dir: Path = ROOT
         produced = sum(1 for _ in f)
     assert produced == lines, (produced, lines)
     out.unlink()
-    return {"lines": lines, "peak_rss_mb": mb(r, "peak_rss_mb"), "seconds": r["seconds"]}
+    return {"lines": lines, "peak_rss_mb": mb(r, "peak_rss_mb"), "seconds": r["seconds"],
+            "paused_s": r["paused_s"]}
 
 
 def main() -> None:
@@ -187,7 +231,8 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     report: dict[str, object] = {
         "corpus": "bible-es-en train (28,067 pairs) replicated: 28k = x1, 1.4M = x50, "
-                  "10M = x357", "cpus": os.cpu_count(), "model": MODEL, "sizes": {}}
+                  "10M = x357", "cpus": os.cpu_count(), "model": MODEL, "sizes": {},
+        "load_average_at_start": os.getloadavg()}
     sizes: dict[str, object] = {}
     try:
         for name in args.sizes:
