@@ -58,7 +58,7 @@ MODEL = ["tokenizer.vocab_size=4000", "model.embed_dim=64", "model.hidden_dim=64
          "data.dev_limit=20", "decode.beam_size=1"]
 
 # Runs one heedful command line in this process and reports its peak RSS (and its children's:
-# prepare's workers) and its RssAnon/RssFile at the end, on file descriptor 3.
+# prepare's workers) and its RssAnon/RssFile at the end, on the file descriptor REPORT_FD.
 WRAPPER = """
 import json, os, resource, sys
 from heedful.cli import main
@@ -68,7 +68,7 @@ kib = lambda key: int(status[key].split()[0])
 report = {"code": code, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
           "children_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
           "rss_anon_mb": kib("RssAnon") / 1024, "rss_file_mb": kib("RssFile") / 1024}
-with os.fdopen(3, "w") as f:
+with os.fdopen(int(os.environ["REPORT_FD"]), "w") as f:
     json.dump(report, f)
 """
 
@@ -109,7 +109,7 @@ CLOCK = ActiveClock()
 def run(argv: list[str], code_dir: Path = ROOT) -> dict[str, float]:
     """Run ``heedful ARGV`` in a fresh process; its report plus the active seconds."""
     read, write = os.pipe()
-    env = {**os.environ, "PYTHONPATH": str(code_dir)}
+    env = {**os.environ, "PYTHONPATH": str(code_dir), "REPORT_FD": str(write)}
     start = time.time()
     active_start, paused_start = CLOCK.now(), CLOCK.paused
     proc = subprocess.Popen([sys.executable, "-c", WRAPPER, *argv], pass_fds=(write,),

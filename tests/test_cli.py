@@ -259,7 +259,7 @@ def test_translate_score_and_align_stream_in_chunks(tmp_path: Path, monkeypatch,
     from heedful.datasets import dataset_split
 
     dev_src, dev_tgt = dataset_split("bible-es-en", "dev")
-    src, tgt = read_lines(dev_src)[:40], read_lines(dev_tgt)[:40]
+    src, tgt = read_lines(dev_src)[:16], read_lines(dev_tgt)[:16]
     src[5] = ""  # an empty input line gives an empty output line, in its place
     (tmp_path / "s.es").write_text("\n".join(src) + "\n")
     (tmp_path / "s.en").write_text("\n".join(tgt) + "\n")
@@ -276,12 +276,12 @@ def test_translate_score_and_align_stream_in_chunks(tmp_path: Path, monkeypatch,
         return out
 
     whole = outputs()
-    monkeypatch.setattr(heedful.decoding.translator, "STREAM_CHUNK", 7)
+    monkeypatch.setattr(heedful.decoding.translator, "STREAM_CHUNK", 6)  # 3 chunks
     monkeypatch.setattr(heedful.cli.streams, "PAIR_CHUNK_BYTES", 300)  # ~2 pairs per chunk
     chunked = outputs()
-    assert len(whole["translate"]) == 40 and whole["translate"][5] == ""
+    assert len(whole["translate"]) == 16 and whole["translate"][5] == ""
     assert chunked["translate"] == whole["translate"]
-    assert chunked["align"] == whole["align"] and len(whole["align"]) == 40
+    assert chunked["align"] == whole["align"] and len(whole["align"]) == 16
     for a, b in zip(chunked["score"], whole["score"], strict=True):
         assert [float(x) for x in a.split()] == pytest.approx([float(x) for x in b.split()],
                                                               abs=2e-4)
