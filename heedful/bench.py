@@ -32,13 +32,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+import numpy as np
 import torch
 
 from heedful.config import Config
 from heedful.presets import BENCH_CONFIGS, bench_config
 
 if TYPE_CHECKING:
-    from heedful.data import BatchStream
+    from heedful.batching import BatchStream
     from heedful.training.step import StepRunner
 
 __all__ = ["BENCH_CONFIGS", "bench_config", "bench_decoding", "bench_training", "format_table",
@@ -116,7 +117,7 @@ def _training_setup(config: Config, compile_model: bool, precision: str
                     ) -> tuple[StepRunner, BatchStream]:
     """The trainer's step machinery and batch stream for ``config``, in this process on the
     CPU (the tokenizer is trained into a temporary directory)."""
-    from heedful.data import BatchStream
+    from heedful.batching import BatchStream
     from heedful.nn.architectures import build_model
     from heedful.nn.seq2seq import Seq2SeqModel
     from heedful.tokenizer import BOS_ID, EOS_ID, PAD_ID
@@ -127,14 +128,17 @@ def _training_setup(config: Config, compile_model: bool, precision: str
     torch.manual_seed(config.train.seed)
     with tempfile.TemporaryDirectory() as tmp:
         data = prepare_data(config, Path(tmp))
+        # in memory: the store's files go with the temporary directory
+        src, tgt = data.store.src.in_memory(), data.store.tgt.in_memory()
+        order, sizes = np.array(data.store.order), np.array(data.store.sizes)
     tok = data.tokenizer
     model = build_model(config.model, tok.src_vocab_size, tok.tgt_vocab_size).train()
     # the compiled wrapper passes encode/decode through to the model it wraps
     forward = cast(Seq2SeqModel, torch.compile(model)) if compile_model else None
     runner = StepRunner(model, build_optimizer(model, config.train), config, DistContext(),
                         precision=precision, forward=forward)
-    stream = BatchStream(data.train_src, data.train_tgt, config.train.batch_tokens,
-                         config.train.seed, PAD_ID, BOS_ID, EOS_ID)
+    stream = BatchStream(src, tgt, config.train.batch_tokens, config.train.seed, PAD_ID, BOS_ID,
+                         EOS_ID, order=order, sizes=sizes)
     return runner, stream
 
 

@@ -1,22 +1,25 @@
-"""Reading corpora and cutting them into token-budget batches.
+"""Reading corpora, whole or in chunks, and padding pairs into batches.
 
 Readers accept two line-aligned text files, a TSV file, or a JSONL file; gzip is detected by
 its magic bytes and read transparently. Normalisation (documented in docs/data.md): a UTF-8 BOM
 at the start of a file is dropped, line endings ``\\n``, ``\\r\\n`` and a lone ``\\r`` all end a
-line, and each segment is stripped of surrounding whitespace. Invalid UTF-8 stops with an error
-that names the file and line.
+line, C0 control characters other than tab become spaces, and each segment is stripped of
+surrounding whitespace. Invalid UTF-8 stops with an error that names the file and line.
 
-Batches hold at most ``batch_tokens`` tokens counted as OpenNMT-py counts them: sentences x
-the longest side (padding included). Pairs are sorted by length into batches once; the order
-of batches is shuffled per epoch by a generator seeded with ``seed + epoch``, so the data
-order is a pure function of (seed, epoch, position) and resumes exactly.
+Every reader is built on one streaming path: :class:`heedful.lines.LineReader` hands out
+blocks of whole, normalised lines as bytes; :func:`split_chunks` cuts a split into
+:class:`RawChunk` s of consecutive pairs (the two files of a text corpus in step), and
+:func:`parse_chunk` turns one into segments. ``heedful prepare`` parses and encodes chunks in
+worker processes, so no corpus is ever held whole; :func:`load_split` (the dev and test
+splits) collects them.
+
+Batch planning and the training batch stream live in :mod:`heedful.batching`.
 """
 
 from __future__ import annotations
 
-import gzip
 import json
-import zlib
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,58 +29,28 @@ import torch
 
 from heedful.config import DataConfig
 from heedful.errors import DataError
+from heedful.lines import LineReader, decode_block, decode_lines, decode_text, read_lines
 
-# --------------------------------------------------------------------------- reading
+__all__ = ["Batch", "Corpus", "DataError", "RawChunk", "Segments", "decode_lines", "load_split",
+           "make_batch", "pad", "parse_chunk", "read_jsonl", "read_lines", "read_parallel",
+           "read_tsv", "split_chunks"]
 
-
-def _open_bytes(path: Path) -> bytes:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"file not found: {path}") from None
-    except IsADirectoryError:
-        raise DataError(f"{path} is a directory, not a file") from None
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as err:
-            raise DataError(f"{path}: corrupt or truncated gzip file ({err})") from None
-    return raw
+CHUNK_BYTES = 1 << 20
+"""About how many bytes of (source) text one :class:`RawChunk` holds (bible-es-en: ~7,000
+pairs): what one ``heedful prepare`` worker parses and encodes at a time."""
+# C0 controls except tab confuse SentencePiece and terminals: they become spaces
+_CONTROLS = re.compile("[\x00-\x08\x0a-\x1f]")
+_CONTROLS_IN_LINES = re.compile("[\x00-\x08\x0b-\x1f]")  # the same, \n separating lines
 
 
-def read_lines(path: str | Path) -> list[str]:
-    """All lines of a UTF-8 text file (gzip allowed), without line endings.
-
-    Raises:
-        DataError: the file is missing, not valid UTF-8 (with the line number), or
-            a corrupt gzip file.
-    """
-    path = Path(path)
-    return decode_lines(_open_bytes(path), str(path))
-
-
-def decode_lines(raw: bytes, name: str) -> list[str]:
-    """UTF-8 bytes -> lines (BOM dropped, any line ending); errors name ``name`` and line."""
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line_no = raw.count(b"\n", 0, err.start) + 1
-        raise DataError(
-            f"{name}, line {line_no}: invalid UTF-8 (byte 0x{raw[err.start]:02x}); "
-            "heedful reads UTF-8 text only"
-        ) from None
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return lines
+def _clean_lines(block: bytes, name: str, first_line: int) -> list[str]:
+    """A block of whole lines -> its normalised segments (controls as spaces, stripped)."""
+    text = _CONTROLS_IN_LINES.sub(" ", decode_text(block, name, first_line))
+    return [line.strip() for line in text.split("\n")[:-1]]
 
 
 def _clean(segment: str) -> str:
-    # NUL and other C0 controls except tab would confuse SentencePiece and terminals
-    return "".join(ch if ch >= " " or ch == "\t" else " " for ch in segment).strip()
+    return _CONTROLS.sub(" ", segment).strip()
 
 
 @dataclass(frozen=True)
@@ -94,38 +67,178 @@ class Corpus:
         return len(self.src)
 
 
-def read_parallel(src_path: str | Path, tgt_path: str | Path) -> Corpus:
-    """Two line-aligned text files -> :class:`Corpus`."""
-    src = read_lines(src_path)
-    tgt = read_lines(tgt_path)
-    if len(src) != len(tgt):
+# --------------------------------------------------------------------------- chunks
+
+
+@dataclass(frozen=True)
+class RawChunk:
+    """Consecutive input lines of one split, not yet decoded: what a worker parses.
+
+    ``fmt`` is ``text`` (``src`` and ``tgt`` hold the same number of lines of the two
+    files), ``tsv`` or ``jsonl`` (``src`` holds the lines), or ``rows`` (``rows``: segments
+    already read, from a Hugging Face dataset). ``first_line`` (1-based) numbers the first
+    line in error messages; ``src_field``/``tgt_field`` are the data config's.
+    """
+
+    fmt: str
+    first_line: int
+    src_name: str
+    src: bytes = b""
+    tgt_name: str = ""
+    tgt: bytes = b""
+    src_field: str = "src"
+    tgt_field: str = "tgt"
+    rows: tuple[list[str], list[str]] | None = None
+
+
+@dataclass(frozen=True)
+class Segments:
+    """A parsed chunk: its pairs, and the input lines that held none (blank JSONL lines)."""
+
+    src: list[str]
+    tgt: list[str]
+    skipped: int = 0
+
+
+def parse_chunk(chunk: RawChunk) -> Segments:
+    """Decode, check and normalise a chunk; errors name the file and line."""
+    if chunk.rows is not None:
+        return Segments(*chunk.rows)
+    if chunk.fmt == "text":
+        return Segments(_clean_lines(chunk.src, chunk.src_name, chunk.first_line),
+                        _clean_lines(chunk.tgt, chunk.tgt_name, chunk.first_line))
+    if chunk.fmt == "tsv":  # tabs survive the cleaning: clean whole lines, then cut
+        return _parse_tsv(_clean_lines(chunk.src, chunk.src_name, chunk.first_line), chunk)
+    return _parse_jsonl(decode_block(chunk.src, chunk.src_name, chunk.first_line), chunk)
+
+
+def _parse_tsv(lines: list[str], chunk: RawChunk) -> Segments:
+    si, ti = int(chunk.src_field), int(chunk.tgt_field)
+    src, tgt = [], []
+    for no, line in enumerate(lines, chunk.first_line):
+        cols = line.split("\t")
+        if len(cols) <= max(si, ti):
+            raise DataError(
+                f"{chunk.src_name}, line {no}: expected at least {max(si, ti) + 1} "
+                f"tab-separated columns, found {len(cols)}"
+            )
+        src.append(cols[si].strip())
+        tgt.append(cols[ti].strip())
+    return Segments(src, tgt)
+
+
+def _parse_jsonl(lines: list[str], chunk: RawChunk) -> Segments:
+    src, tgt = [], []
+    blank = 0
+    path = chunk.src_name
+    for no, line in enumerate(lines, chunk.first_line):
+        if not line.strip():
+            blank += 1
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}, line {no}: not valid JSON ({err.msg})") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}, line {no}: expected a JSON object")
+        pair = []
+        for field in (chunk.src_field, chunk.tgt_field):
+            value = field_value(obj, field)
+            if value is _MISSING:
+                raise DataError(
+                    f"{path}, line {no}: missing field {field!r} "
+                    f"(has: {', '.join(map(str, obj)) or 'nothing'})"
+                )
+            if not isinstance(value, str):
+                raise DataError(f"{path}, line {no}: field {field!r} is not a string")
+            pair.append(value)
+        src.append(_clean(pair[0]))
+        tgt.append(_clean(pair[1]))
+    return Segments(src, tgt, blank)
+
+
+def _first_lines(block: bytes, count: int) -> bytes:
+    """The first ``count`` lines of a block of whole lines."""
+    pieces = block.split(b"\n", count)
+    return block if len(pieces) <= count else block[: len(block) - len(pieces[count])]
+
+
+def text_chunks(src_path: str | Path, tgt_path: str | Path, chunk_bytes: int = CHUNK_BYTES,
+                limit: int | None = None) -> Iterator[RawChunk]:
+    """Chunks of two line-aligned text files (the first ``limit`` lines only, if given).
+    Both files are read to the end even so: different line counts are a
+    :class:`DataError` naming both files and counts."""
+    with LineReader(src_path) as src, LineReader(tgt_path) as tgt:
+        while limit is None or src.lines_given < limit:
+            first = src.lines_given + 1
+            block = src.take(chunk_bytes)
+            if not block:
+                break
+            if limit is not None and src.lines_given > limit:
+                block = _first_lines(block, limit - first + 1)
+            lines = block.count(b"\n")
+            tgt_block = tgt.take_lines(lines)
+            if tgt_block.count(b"\n") < lines:
+                break
+            yield RawChunk("text", first, src.name, block, tgt.name, tgt_block)
+        num_src, num_tgt = src.count_rest(), tgt.count_rest()
+    if num_src != num_tgt:
         raise DataError(
-            f"source and target differ in length: {src_path} has {len(src)} lines, "
-            f"{tgt_path} has {len(tgt)} lines"
+            f"source and target differ in length: {src_path} has {num_src} lines, "
+            f"{tgt_path} has {num_tgt} lines"
         )
-    return Corpus([_clean(s) for s in src], [_clean(t) for t in tgt], f"{src_path} + {tgt_path}")
 
 
-def read_tsv(path: str | Path, src_field: str = "0", tgt_field: str = "1") -> Corpus:
-    """A TSV file; ``src_field``/``tgt_field`` are column indices (as strings, 0-based)."""
+def line_chunks(path: str | Path, fmt: str, src_field: str, tgt_field: str,
+                chunk_bytes: int = CHUNK_BYTES, limit: int | None = None
+                ) -> Iterator[RawChunk]:
+    """Chunks of a TSV or JSONL file (at most ``limit`` lines: a JSONL file may hold blank
+    ones, so its consumer cuts the pairs itself)."""
+    if fmt == "tsv":
+        _check_tsv_columns(path, src_field, tgt_field)
+    with LineReader(path) as reader:
+        while limit is None or reader.lines_given < limit:
+            first = reader.lines_given + 1
+            block = reader.take(chunk_bytes)
+            if not block:
+                return
+            if limit is not None and reader.lines_given > limit:
+                block = _first_lines(block, limit - first + 1)
+            yield RawChunk(fmt, first, reader.name, block, src_field=src_field,
+                           tgt_field=tgt_field)
+
+
+def _check_tsv_columns(path: str | Path, src_field: str, tgt_field: str) -> None:
     try:
-        si, ti = int(src_field), int(tgt_field)
+        int(src_field), int(tgt_field)
     except ValueError:
         raise DataError(
             f"{path}: for TSV, data.src_field and data.tgt_field must be column numbers "
             f"(got {src_field!r}, {tgt_field!r})"
         ) from None
-    src, tgt = [], []
-    for no, line in enumerate(read_lines(path), 1):
-        cols = line.split("\t")
-        if len(cols) <= max(si, ti):
-            raise DataError(
-                f"{path}, line {no}: expected at least {max(si, ti) + 1} tab-separated "
-                f"columns, found {len(cols)}"
-            )
-        src.append(_clean(cols[si]))
-        tgt.append(_clean(cols[ti]))
-    return Corpus(src, tgt, str(path))
+
+
+def collect(chunks: Iterator[RawChunk], origin: str) -> Corpus:
+    """Parse every chunk into one :class:`Corpus`."""
+    src: list[str] = []
+    tgt: list[str] = []
+    skipped = 0
+    for chunk in chunks:
+        seg = parse_chunk(chunk)
+        src += seg.src
+        tgt += seg.tgt
+        skipped += seg.skipped
+    return Corpus(src, tgt, origin, skipped)
+
+
+def read_parallel(src_path: str | Path, tgt_path: str | Path) -> Corpus:
+    """Two line-aligned text files -> :class:`Corpus`."""
+    return collect(text_chunks(src_path, tgt_path), f"{src_path} + {tgt_path}")
+
+
+def read_tsv(path: str | Path, src_field: str = "0", tgt_field: str = "1") -> Corpus:
+    """A TSV file; ``src_field``/``tgt_field`` are column indices (as strings, 0-based)."""
+    return collect(line_chunks(path, "tsv", src_field, tgt_field), str(path))
 
 
 _MISSING = object()
@@ -146,38 +259,36 @@ def field_value(obj: Any, field: str) -> Any:
 def read_jsonl(path: str | Path, src_field: str = "src", tgt_field: str = "tgt") -> Corpus:
     """A JSONL file with one object per line holding ``src_field`` and ``tgt_field`` (dotted
     names reach into nested objects)."""
-    src, tgt = [], []
-    blank = 0
-    for no, line in enumerate(read_lines(path), 1):
-        if not line.strip():
-            blank += 1
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}, line {no}: not valid JSON ({err.msg})") from None
-        if not isinstance(obj, dict):
-            raise DataError(f"{path}, line {no}: expected a JSON object")
-        pair = []
-        for field in (src_field, tgt_field):
-            value = field_value(obj, field)
-            if value is _MISSING:
-                raise DataError(
-                    f"{path}, line {no}: missing field {field!r} "
-                    f"(has: {', '.join(map(str, obj)) or 'nothing'})"
-                )
+    return collect(line_chunks(path, "jsonl", src_field, tgt_field), str(path))
+
+
+def hf_chunks(dataset: str, split: str, src_field: str, tgt_field: str,
+              rows_per_chunk: int = 20_000) -> Iterator[RawChunk]:
+    """A Hugging Face ``datasets`` split in chunks of rows: a dataset saved with
+    ``save_to_disk`` (a directory), a directory or file the ``load_dataset`` builders read
+    (JSON, CSV, Parquet...), or a name on the Hub (needs network). Needs
+    ``pip install 'heedful[hf]'``."""
+    loaded = _load_hf(dataset, split)
+    src: list[str] = []
+    tgt: list[str] = []
+    origin = f"{dataset} [{split}]"
+    for no, row in enumerate(loaded):
+        pair = [field_value(row, f) for f in (src_field, tgt_field)]
+        for field, value in zip((src_field, tgt_field), pair, strict=True):
             if not isinstance(value, str):
-                raise DataError(f"{path}, line {no}: field {field!r} is not a string")
-            pair.append(value)
+                what = "missing" if value is _MISSING else "not a string"
+                raise DataError(f"{origin}, row {no}: field {field!r} is {what} "
+                                f"(has: {', '.join(map(str, row))})")
         src.append(_clean(pair[0]))
         tgt.append(_clean(pair[1]))
-    return Corpus(src, tgt, str(path), skipped=blank)
+        if len(src) == rows_per_chunk:
+            yield RawChunk("rows", no + 2 - len(src), origin, rows=(src, tgt))
+            src, tgt = [], []
+    if src:
+        yield RawChunk("rows", 0, origin, rows=(src, tgt))
 
 
-def read_hf(dataset: str, split: str, src_field: str, tgt_field: str) -> Corpus:
-    """A Hugging Face ``datasets`` split: a dataset saved with ``save_to_disk`` (a directory),
-    a directory or file the ``load_dataset`` builders read (JSON, CSV, Parquet...), or a name
-    on the Hub (needs network). Needs ``pip install 'heedful[hf]'``."""
+def _load_hf(dataset: str, split: str) -> Any:
     try:
         import datasets
     except ImportError:
@@ -196,17 +307,12 @@ def read_hf(dataset: str, split: str, src_field: str, tgt_field: str) -> Corpus:
             loaded = datasets.load_dataset(dataset, split=split)
     except (FileNotFoundError, ValueError, ConnectionError) as err:
         raise DataError(f"data.hf_dataset {dataset!r}, split {split!r}: {err}") from None
-    src, tgt = [], []
-    for no, row in enumerate(loaded):
-        pair = [field_value(row, f) for f in (src_field, tgt_field)]
-        for field, value in zip((src_field, tgt_field), pair, strict=True):
-            if not isinstance(value, str):
-                what = "missing" if value is _MISSING else "not a string"
-                raise DataError(f"{dataset} [{split}], row {no}: field {field!r} is {what} "
-                                f"(has: {', '.join(map(str, row))})")
-        src.append(_clean(pair[0]))
-        tgt.append(_clean(pair[1]))
-    return Corpus(src, tgt, f"{dataset} [{split}]")
+    return loaded
+
+
+def read_hf(dataset: str, split: str, src_field: str, tgt_field: str) -> Corpus:
+    """A Hugging Face ``datasets`` split as one :class:`Corpus` (see :func:`hf_chunks`)."""
+    return collect(hf_chunks(dataset, split, src_field, tgt_field), f"{dataset} [{split}]")
 
 
 def require_nonempty(corpus: Corpus, what: str) -> Corpus:
@@ -215,7 +321,7 @@ def require_nonempty(corpus: Corpus, what: str) -> Corpus:
     return corpus
 
 
-# --------------------------------------------------------------------------- batching
+# --------------------------------------------------------------------------- batches
 
 
 @dataclass
@@ -253,91 +359,11 @@ def make_batch(
     return Batch(src_ids, src_mask, tgt_in, tgt_out, tgt_mask, int(tgt_mask.sum()))
 
 
-def plan_batches(
-    src_lens: Sequence[int], tgt_lens: Sequence[int], batch_tokens: int
-) -> list[list[int]]:
-    """Group example indices into batches of at most ``batch_tokens`` padded tokens.
-
-    Examples are sorted by (target, source) length so padding stays small; a batch's cost is
-    len(batch) x max(longest source, longest target + 1). An example longer than the budget
-    gets a batch of its own.
-    """
-    order = sorted(range(len(src_lens)), key=lambda i: (tgt_lens[i], src_lens[i], i))
-    batches: list[list[int]] = []
-    current: list[int] = []
-    longest = 0
-    for i in order:
-        size = max(src_lens[i], tgt_lens[i] + 1)
-        new_longest = max(longest, size)
-        if current and new_longest * (len(current) + 1) > batch_tokens:
-            batches.append(current)
-            current, new_longest = [], size
-        current.append(i)
-        longest = new_longest
-    if current:
-        batches.append(current)
-    return batches
-
-
-def epoch_order(num_batches: int, seed: int, epoch: int) -> list[int]:
-    """The batch order of one epoch: a pure function of (seed, epoch)."""
-    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    return torch.randperm(num_batches, generator=gen).tolist()
-
-
-class BatchStream:
-    """Endless stream of training batches with a resumable position (epoch, index)."""
-
-    def __init__(
-        self,
-        src: list[list[int]],
-        tgt: list[list[int]],
-        batch_tokens: int,
-        seed: int,
-        pad_id: int,
-        bos_id: int,
-        eos_id: int,
-    ) -> None:
-        self.src, self.tgt = src, tgt
-        self.plan = plan_batches([len(s) for s in src], [len(t) for t in tgt], batch_tokens)
-        self.seed = seed
-        self.ids = (pad_id, bos_id, eos_id)
-        self.epoch = 0
-        self.index = 0
-        self._order = epoch_order(len(self.plan), seed, 0)
-
-    @property
-    def completed_epochs(self) -> int:
-        """Epochs fully consumed so far (the current one counts once its last batch is out)."""
-        return self.epoch + (1 if self.index >= len(self._order) else 0)
-
-    def position(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "index": self.index}
-
-    def seek(self, epoch: int, index: int) -> None:
-        self.epoch, self.index = epoch, index
-        self._order = epoch_order(len(self.plan), self.seed, epoch)
-
-    def __iter__(self) -> Iterator[Batch]:
-        return self
-
-    def __next__(self) -> Batch:
-        if self.index >= len(self._order):
-            self.seek(self.epoch + 1, 0)
-        members = self.plan[self._order[self.index]]
-        self.index += 1
-        pad_id, bos_id, eos_id = self.ids
-        return make_batch(
-            [self.src[i] for i in members], [self.tgt[i] for i in members], pad_id, bos_id,
-            eos_id,
-        )
-
-
 # --------------------------------------------------------------------------- from config
 
 
-def load_split(data_cfg: DataConfig, split: str) -> Corpus | None:
-    """The corpus of ``split`` (train/dev/test) as the data config describes; None if absent."""
+def split_origin(data_cfg: DataConfig, split: str) -> str | None:
+    """Where ``split`` comes from, as error messages name it; None if the config has none."""
     from heedful.datasets import dataset_split
 
     if data_cfg.dataset is not None:
@@ -345,24 +371,57 @@ def load_split(data_cfg: DataConfig, split: str) -> Corpus | None:
             src, tgt = dataset_split(data_cfg.dataset, split)
         except KeyError as err:
             raise DataError(f"data.dataset: {err.args[0]}") from None
-        corpus = read_parallel(src, tgt)
-    else:
-        spec = getattr(data_cfg, split)
-        if spec is None:
-            return None
-        if data_cfg.format == "text":
-            corpus = read_parallel(spec.src, spec.tgt)
-        elif data_cfg.format == "tsv":
-            corpus = read_tsv(spec.path, data_cfg.src_field, data_cfg.tgt_field)
-        elif data_cfg.format == "hf":
-            assert data_cfg.hf_dataset is not None  # validated in config
-            corpus = read_hf(data_cfg.hf_dataset, spec.split or split, data_cfg.src_field,
-                             data_cfg.tgt_field)
-        else:
-            corpus = read_jsonl(spec.path, data_cfg.src_field, data_cfg.tgt_field)
-    limit = data_cfg.train_limit if split == "train" else None
-    if split == "dev":
-        limit = data_cfg.dev_limit
+        return f"{src} + {tgt}"
+    spec = getattr(data_cfg, split)
+    if spec is None:
+        return None
+    if data_cfg.format == "text":
+        return f"{spec.src} + {spec.tgt}"
+    if data_cfg.format == "hf":
+        return f"{data_cfg.hf_dataset} [{spec.split or split}]"
+    return str(spec.path)
+
+
+def split_files(data_cfg: DataConfig, split: str) -> list[Path]:
+    """The files ``split`` is read from ([] for a Hugging Face dataset)."""
+    from heedful.datasets import dataset_split
+
+    if data_cfg.dataset is not None:
+        return list(dataset_split(data_cfg.dataset, split))
+    spec = getattr(data_cfg, split)
+    if spec is None or data_cfg.format == "hf":
+        return []
+    if data_cfg.format == "text":
+        return [Path(spec.src), Path(spec.tgt)]
+    return [Path(spec.path)]
+
+
+def split_chunks(data_cfg: DataConfig, split: str, chunk_bytes: int | None = None
+                 ) -> Iterator[RawChunk]:
+    """The chunks of ``split`` (train/dev/test) as the data config describes it, of about
+    ``chunk_bytes`` (default ``CHUNK_BYTES``), cut at ``data.train_limit`` / ``dev_limit``
+    lines (a JSONL split's consumer cuts its pairs)."""
+    chunk_bytes = chunk_bytes or CHUNK_BYTES
+    limit = {"train": data_cfg.train_limit, "dev": data_cfg.dev_limit}.get(split)
+    if data_cfg.dataset is not None or data_cfg.format == "text":
+        src, tgt = split_files(data_cfg, split)
+        return text_chunks(src, tgt, chunk_bytes, limit)
+    spec = getattr(data_cfg, split)
+    if data_cfg.format == "hf":
+        assert data_cfg.hf_dataset is not None  # validated in config
+        return hf_chunks(data_cfg.hf_dataset, spec.split or split, data_cfg.src_field,
+                         data_cfg.tgt_field)
+    return line_chunks(spec.path, data_cfg.format, data_cfg.src_field, data_cfg.tgt_field,
+                       chunk_bytes, limit)
+
+
+def load_split(data_cfg: DataConfig, split: str) -> Corpus | None:
+    """The corpus of ``split`` (train/dev/test) as the data config describes; None if absent."""
+    origin = split_origin(data_cfg, split)
+    if origin is None:
+        return None
+    corpus = collect(split_chunks(data_cfg, split), origin)
+    limit = {"train": data_cfg.train_limit, "dev": data_cfg.dev_limit}.get(split)
     if limit is not None:
         corpus = Corpus(corpus.src[:limit], corpus.tgt[:limit], corpus.origin, corpus.skipped)
     return require_nonempty(corpus, f"the {split} split")

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from heedful.data import BatchStream, make_batch
+from heedful.batching import BatchStream
+from heedful.data import make_batch
 from heedful.decoding.search import greedy_search
 from heedful.nn.architectures import build_model
 from heedful.nn.model_config import ModelConfig

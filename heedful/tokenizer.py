@@ -40,10 +40,24 @@ class TokenizerConfig(BaseModel):
     """Pieces that are never split, e.g. the dialogue turn separator ``<sep>``."""
 
 
+def sample_indices(num_lines: int, cfg: TokenizerConfig, seed: int) -> list[int] | None:
+    """Which of ``num_lines`` non-empty lines SentencePiece trains on, in the order it reads
+    them: ``None`` for all of them (in order), else ``cfg.input_sentence_size`` indices drawn
+    with ``random.Random(seed)`` — the draw ``random.sample`` makes from a list of that many
+    lines, so a corpus streamed past in chunks yields the sample of the corpus held whole."""
+    if num_lines <= cfg.input_sentence_size:
+        return None
+    return random.Random(seed).sample(range(num_lines), cfg.input_sentence_size)
+
+
 def _train_one(lines: Sequence[str], cfg: TokenizerConfig, seed: int) -> bytes:
     sample = [line for line in lines if line.strip()]
-    if len(sample) > cfg.input_sentence_size:
-        sample = random.Random(seed).sample(sample, cfg.input_sentence_size)
+    picked = sample_indices(len(sample), cfg, seed)
+    return _train_sample(sample if picked is None else [sample[i] for i in picked], cfg)
+
+
+def _train_sample(sample: list[str], cfg: TokenizerConfig) -> bytes:
+    """A SentencePiece model trained on exactly ``sample`` (non-empty lines)."""
     buffer = io.BytesIO()
     try:
         _run_trainer(sample, cfg, buffer)
@@ -91,6 +105,20 @@ class Tokenizer:
             # target first: a crash in between leaves no spm.src.model, so resume retrains both
             _write_atomic(out_dir / "spm.tgt.model", _train_one(tgt_lines, cfg, seed))
             _write_atomic(out_dir / "spm.src.model", _train_one(src_lines, cfg, seed))
+        return cls.load(out_dir)
+
+    @classmethod
+    def train_on_samples(cls, src_sample: list[str], tgt_sample: list[str] | None,
+                         cfg: TokenizerConfig, out_dir: Path) -> Tokenizer:
+        """Train on samples already drawn (see :func:`sample_indices`): the joint sample of
+        both sides (``tgt_sample`` None) when ``cfg.joint``, else one sample per side."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.joint:
+            _write_atomic(out_dir / "spm.model", _train_sample(src_sample, cfg))
+        else:
+            assert tgt_sample is not None
+            _write_atomic(out_dir / "spm.tgt.model", _train_sample(tgt_sample, cfg))
+            _write_atomic(out_dir / "spm.src.model", _train_sample(src_sample, cfg))
         return cls.load(out_dir)
 
     @classmethod
@@ -165,11 +193,15 @@ class Tokenizer:
 
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:  # a full disk: the user's problem, named by the file
+        tmp.unlink(missing_ok=True)
+        raise OSError(err.errno, err.strerror, str(path)) from None
 
 
 def _load_processor(path: Path) -> spm.SentencePieceProcessor:

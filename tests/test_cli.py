@@ -98,8 +98,11 @@ def test_resume_matches_uninterrupted_run(tmp_path: Path, sample_files) -> None:
     full, part = tmp_path / "full", tmp_path / "part"
     assert main(["train", *data, *TINY, "train.max_steps=8", "--run-dir", str(full),
                  "--no-progress"]) == 0
+    # a run directory holding a prepared store and no checkpoint: a fresh run on that store
+    assert main(["prepare", *data, *TINY, "--run-dir", str(part)]) == 0
     assert main(["train", *data, *TINY, "train.max_steps=4", "--run-dir", str(part),
                  "--no-progress"]) == 0
+    assert "using the prepared store in" in (part / "train.log").read_text()
     assert main(["train", "train.max_steps=8", "--resume", "--run-dir", str(part),
                  "--no-progress"]) == 0
     a = load_file(str(full / "checkpoints" / "step-00000008" / "model.safetensors"))
@@ -243,3 +246,54 @@ def test_an_unwritable_output_path_is_a_user_error(tmp_path: Path, capsys) -> No
     code = main(["baseline", "first-words", "-n", "2", "-i", str(tmp_path / "missing.txt")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "missing.txt" in err
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+def test_translate_score_and_align_stream_in_chunks(tmp_path: Path, monkeypatch,
+                                                    capsys) -> None:
+    import heedful.cli.streams
+    import heedful.decoding.translator
+    from heedful.data import read_lines
+    from heedful.datasets import dataset_split
+
+    dev_src, dev_tgt = dataset_split("bible-es-en", "dev")
+    src, tgt = read_lines(dev_src)[:16], read_lines(dev_tgt)[:16]
+    src[5] = ""  # an empty input line gives an empty output line, in its place
+    (tmp_path / "s.es").write_text("\n".join(src) + "\n")
+    (tmp_path / "s.en").write_text("\n".join(tgt) + "\n")
+    pair = ["--src", str(tmp_path / "s.es"), "--tgt", str(tmp_path / "s.en")]
+
+    def outputs() -> dict[str, list[str]]:
+        runs = {"translate": ["translate", "bible-es-en", "-i", str(tmp_path / "s.es"),
+                              "--beam-size", "1"],
+                "score": ["score", "bible-es-en", *pair], "align": ["align", "bible-es-en", *pair]}
+        out = {}
+        for name, argv in runs.items():
+            assert main(argv) == 0
+            out[name] = capsys.readouterr().out.splitlines()
+        return out
+
+    whole = outputs()
+    monkeypatch.setattr(heedful.decoding.translator, "STREAM_CHUNK", 6)  # 3 chunks
+    monkeypatch.setattr(heedful.cli.streams, "PAIR_CHUNK_BYTES", 300)  # ~2 pairs per chunk
+    chunked = outputs()
+    assert len(whole["translate"]) == 16 and whole["translate"][5] == ""
+    assert chunked["translate"] == whole["translate"]
+    assert chunked["align"] == whole["align"] and len(whole["align"]) == 16
+    for a, b in zip(chunked["score"], whole["score"], strict=True):
+        assert [float(x) for x in a.split()] == pytest.approx([float(x) for x in b.split()],
+                                                              abs=2e-4)
+
+
+def test_translate_stream_reads_its_input_lazily() -> None:
+    import itertools
+
+    from heedful.decoding.translator import Translator
+
+    translator = Translator.from_checkpoint("bible-es-en")
+    endless = itertools.repeat("Y dijo Dios.")  # never ends: a list of it never would
+    first = list(itertools.islice(translator.translate_stream(endless, chunk_size=4,
+                                                              beam_size=1), 10))
+    assert len(first) == 10 and len({t.text for t in first}) == 1 and first[0].text

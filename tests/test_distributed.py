@@ -53,9 +53,14 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
     assert main(["train", *_data(), *TINY, "train.accumulate=2", "train.max_steps=6",
                  "--run-dir", str(single), "--no-progress"]) == 0
     ddp = tmp_path / "ddp"
+    # both ranks map the store `heedful prepare` wrote: rank 0 checks it, nobody rewrites it
+    assert main(["prepare", *_data(), *TINY, "--run-dir", str(ddp)]) == 0
+    manifest = (ddp / "prepared" / "manifest.json").stat().st_mtime_ns
     _torchrun(ddp, *_data(), *TINY, "train.accumulate=1", "train.max_steps=6")
     _assert_same(single, ddp)
+    assert (ddp / "prepared" / "manifest.json").stat().st_mtime_ns == manifest
     log = (ddp / "train.log").read_text()
+    assert "using the prepared store in" in log
     assert "distributed: rank 0 of 2" in log
     assert (ddp / "train.rank1.log").exists()  # rank 1 logs beside, never over, rank 0
     # the untrained initial weights would differ from these: training really happened

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from heedful.nn.attention import explicit_attention
-from heedful.runtime.dropout import Dropout, dropout, keep_mask
+from heedful.runtime.dropout import Dropout, dropout, keep_mask, keep_scale
 
 
 @pytest.mark.parametrize("p", [0.1, 0.2, 0.5])
@@ -72,3 +72,21 @@ def test_attention_with_dropout_is_sdpa_math_with_our_mask() -> None:
     tril = torch.ones(7, 7, dtype=torch.bool).tril()
     weights = torch.softmax((q @ k.transpose(-2, -1) / 8**0.5).masked_fill(~tril, -torch.inf), -1)
     assert torch.allclose(causal, (weights * keep / (1 - p)) @ v, atol=1e-6)
+
+
+def test_float32_scaled_mask_equals_bool_mask_path() -> None:
+    """float32 takes the scaled-mask product: the same draws and, bit for bit, the same values
+    as the bool mask times the scale (so seeded runs and resumes are unchanged); bf16 keeps the
+    bool mask and drops the same elements."""
+    x = torch.randn(37, 129)
+    torch.manual_seed(5)
+    got = dropout(x, 0.2)
+    torch.manual_seed(5)
+    expected = (x * keep_mask(x.shape, 0.2, x.device)).mul_(1.0 / 0.8)
+    assert torch.equal(got, expected)
+    torch.manual_seed(5)
+    scaled = keep_scale(x.shape, 0.2, x.device)
+    assert scaled.dtype == torch.float32 and set(scaled.unique().tolist()) == {0.0, 1 / 0.8}
+    torch.manual_seed(5)
+    low = dropout(x.bfloat16(), 0.2)
+    assert low.dtype == torch.bfloat16 and torch.equal(low != 0, got != 0)

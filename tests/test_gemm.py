@@ -109,6 +109,39 @@ def test_bf16_autocast_and_other_dtypes_stay_on_f_linear(backend, calls) -> None
     assert calls == {"training": 0, "inference": 0}
 
 
+@pytest.mark.parametrize("shape", [(300, 48), (3, 190, 48), (512, 48), (40, 48)])
+def test_autocast_rows_are_bucketed_with_the_same_values_and_gradients(shape, monkeypatch
+                                                                       ) -> None:
+    """Under CPU autocast the rows are padded to a multiple of ROW_BUCKET (the product sees
+    the bucketed count), and values and gradients equal the unpadded F.linear's."""
+    seen_rows = []
+    real_linear = F.linear
+
+    def spy(x, w, b=None):
+        seen_rows.append(x.reshape(-1, x.size(-1)).size(0))
+        return real_linear(x, w, b)
+    torch.manual_seed(0)
+    x = torch.randn(*shape, requires_grad=True)
+    w = torch.randn(80, 48, requires_grad=True)
+    b = torch.randn(80, requires_grad=True)
+    grad_out = torch.randn(*shape[:-1], 80)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = F.linear(x, w, b)
+    expected_grads = torch.autograd.grad(expected, (x, w, b), grad_out.bfloat16())
+    monkeypatch.setattr(gemm.F, "linear", spy)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = linear(x, w, b)
+    got_grads = torch.autograd.grad(got, (x, w, b), grad_out.bfloat16())
+    rows = x.numel() // 48
+    assert seen_rows == [rows if rows < gemm.ROW_BUCKET or rows % gemm.ROW_BUCKET == 0
+                         else -(-rows // gemm.ROW_BUCKET) * gemm.ROW_BUCKET]
+    assert got.shape == expected.shape and got.dtype == torch.bfloat16
+    torch.testing.assert_close(got, expected)
+    for g, e in zip(got_grads, expected_grads, strict=True):
+        assert g.dtype == e.dtype
+        torch.testing.assert_close(g, e, rtol=2e-2, atol=2e-2 * float(e.abs().max()))
+
+
 def test_mkl_setting_keeps_f_linear(backend, calls) -> None:
     backend("mkl")
     x, w = torch.randn(512, 32, requires_grad=True), torch.randn(64, 32)

@@ -16,10 +16,10 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from heedful.cli import align, bench, data, evaluate, serve, train, translate
+from heedful.cli import align, bench, data, evaluate, prepare, serve, train, translate
 from heedful.errors import UserError
 
-FAMILIES = (train, translate, evaluate, align, serve, data, bench)
+FAMILIES = (train, prepare, translate, evaluate, align, serve, data, bench)
 """The command modules, each with ``register(subparsers)``."""
 
 def build_parser() -> argparse.ArgumentParser:

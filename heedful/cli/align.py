@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from heedful.cli.options import add_align_options, align_settings
-from heedful.cli.streams import output
+from heedful.cli.streams import output, pair_chunks
 from heedful.errors import DataError
 
 if TYPE_CHECKING:
@@ -74,24 +74,33 @@ def _tune(args: argparse.Namespace, translator: Any, run_dir: Path) -> None:
 
 
 def _align(args: argparse.Namespace, translator: Any, run_dir: Path) -> None:
-    """Write the links of each --src/--tgt pair, one line (or JSON object) per pair."""
+    """Write the links of each --src/--tgt pair, one line (or JSON object) per pair, a chunk
+    of pairs at a time."""
     from heedful.analysis.attention_alignment import check_settings, pair_attention
     from heedful.analysis.word_alignment import format_links
-    from heedful.data import read_parallel
 
-    corpus = read_parallel(args.src, args.tgt)
     settings = align_settings(args, run_dir)
-    pairs = pair_attention(translator, corpus.src, corpus.tgt, progress=args.output is not None)
-    check_settings(settings, pairs)
+    bar = None
+    if args.output is not None:
+        from tqdm import tqdm
+
+        bar = tqdm(unit="pair", desc="align", leave=False)
     with output(args.output) as out:
-        for p in pairs:
-            links = p.links(settings)
-            if args.json:
-                out.write(json.dumps({"alignment": format_links(links),
-                                      "src_words": p.num_src_words,
-                                      "tgt_words": p.num_tgt_words}) + "\n")
-            else:
-                out.write(format_links(links) + "\n")
+        for chunk in pair_chunks(args.src, args.tgt):
+            pairs = pair_attention(translator, chunk.src, chunk.tgt)
+            check_settings(settings, pairs)
+            for p in pairs:
+                links = p.links(settings)
+                if args.json:
+                    out.write(json.dumps({"alignment": format_links(links),
+                                          "src_words": p.num_src_words,
+                                          "tgt_words": p.num_tgt_words}) + "\n")
+                else:
+                    out.write(format_links(links) + "\n")
+            if bar is not None:
+                bar.update(len(pairs))
+    if bar is not None:
+        bar.close()
 
 
 def _dev_gold(args: argparse.Namespace, translator: Any

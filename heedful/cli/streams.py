@@ -1,27 +1,71 @@
-"""Where commands read their input lines and write their output: a file or stdin/stdout."""
+"""Where commands read their input lines and write their output: a file or stdin/stdout.
+
+An output file is written under a temporary name and renamed into place when the command
+succeeds, so a command that stops halfway (bad input at line 500,000 of a stream) leaves no
+half-written file behind.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TextIO
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from heedful.data import Segments
+
+PAIR_CHUNK_BYTES = 1 << 20
+"""About how much source text ``score`` and ``align`` read, force-decode and write at a time."""
 
 
 def read_input(path: str | None) -> list[str]:
     """The lines of ``path``, or of stdin when it is ``None`` (UTF-8 checked, line by line)."""
-    from heedful.data import decode_lines, read_lines
+    return list(iter_input(path))
+
+
+def iter_input(path: str | None) -> Iterator[str]:
+    """The lines of ``path`` or stdin, read a block at a time (constant memory)."""
+    from heedful.lines import iter_lines
 
     if path is None:
-        return decode_lines(sys.stdin.buffer.read(), "<stdin>")
-    return read_lines(path)
+        return iter_lines(sys.stdin.buffer, "<stdin>")
+    return iter_lines(path)
+
+
+def pair_chunks(src: str, tgt: str) -> Iterator[Segments]:
+    """The pairs of two line-aligned files, a chunk at a time (different line counts are
+    an error once the shorter file ends)."""
+    from heedful.data import parse_chunk, text_chunks
+
+    for chunk in text_chunks(src, tgt, PAIR_CHUNK_BYTES):
+        yield parse_chunk(chunk)
 
 
 @contextmanager
 def output(path: str | None) -> Iterator[TextIO]:
-    """``path`` opened for writing (UTF-8), or stdout when it is ``None`` (left open)."""
+    """``path`` opened for writing (UTF-8), or stdout when it is ``None`` (left open). A
+    regular file is written under a temporary name and renamed into place at the end;
+    anything else (``/dev/null``, a pipe) is written directly."""
     if path is None:
         yield sys.stdout
         return
-    with open(path, "w", encoding="utf-8") as out:
-        yield out
+    final = Path(path)
+    if final.exists() and not final.is_file():
+        with open(final, "w", encoding="utf-8") as out:
+            yield out
+        return
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    try:
+        out = open(tmp, "w", encoding="utf-8")  # noqa: SIM115 (closed below)
+    except OSError as err:  # name the file the user gave, not the temporary one
+        raise OSError(err.errno, err.strerror, str(final)) from None
+    try:
+        with out:
+            yield out
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -22,6 +22,7 @@ def register(subparsers: Subparsers) -> None:
     p.add_argument("--run-dir", help="where checkpoints and logs go (default runs/NAME)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     p.add_argument("--init-from", help="initialise weights from a trained run (fine-tuning)")
+    add_workers_option(p)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train)
 
@@ -33,7 +34,20 @@ def register(subparsers: Subparsers) -> None:
     p.set_defaults(func=cmd_quickstart)
 
 
-def _config(args: argparse.Namespace) -> Config:
+def add_workers_option(parser: argparse.ArgumentParser) -> None:
+    """``--workers``: the processes that tokenize the training data when it is prepared."""
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="processes that tokenize the training data when the run's "
+                             "prepared store is built (default 1)")
+
+
+def workers(args: argparse.Namespace) -> int:
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1 (got {args.workers})")
+    return int(args.workers)
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
     """The config to train: the YAML file, preset and ``key=value`` overrides, or, with
     ``--resume`` and neither a file nor a preset, the run's saved config."""
     from heedful.config import load_config
@@ -58,10 +72,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train (or resume, or fine-tune) a model into a run directory; print how it ended."""
     from heedful.training.trainer import train
 
-    config = _config(args)
+    config = config_from_args(args)
     run_dir = Path(args.run_dir or f"runs/{config.name if config else 'heedful'}")
     result = train(config, run_dir, resume=args.resume, init_from=args.init_from,
-                   progress=not args.no_progress)
+                   progress=not args.no_progress, prepare_workers=workers(args))
     print(f"stopped after {result.steps} steps ({result.stopped_because}); "
           f"best dev score {result.best_score}; best checkpoint {result.best_checkpoint}")
     return 0

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
 from heedful.cli.options import add_decode_options, decode_overrides
-from heedful.cli.streams import output, read_input
+from heedful.cli.streams import iter_input, output, pair_chunks
 from heedful.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
@@ -71,11 +71,12 @@ def load_translator(run_dirs: str | list[str], quantize: str | None = None) -> A
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
-    """Translate the lines of --input (or stdin), one output line (or JSON object) each."""
+    """Translate the lines of --input (or stdin), one output line (or JSON object) each,
+    streaming: a chunk of lines at a time, each written as soon as its chunk is done."""
     translator = load_translator(args.run_dir, args.quantize)
-    lines = read_input(args.input)
-    results = translator.translate(lines, progress=args.output is not None,
-                                   **decode_overrides(args))
+    results = translator.translate_stream(iter_input(args.input),
+                                          progress=args.output is not None,
+                                          **decode_overrides(args))
     with output(args.output) as out:
         for r in results:
             if args.json:
@@ -91,33 +92,45 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    """Print the log-probability (total and per token) of each given pair under the model;
-    with -o, a summary with the perplexity on stderr."""
+    """Print the log-probability (total and per token) of each given pair under the model,
+    a chunk of pairs at a time; with -o, a summary with the perplexity on stderr."""
     import math
 
-    from heedful.data import read_parallel
     from heedful.decoding.forced import force_decode
 
     translator = load_translator(args.run_dir)
-    corpus = read_parallel(args.src, args.tgt)
     tok = translator.tokenizer
-    results = force_decode(translator.model, tok.encode_src(corpus.src),
-                           tok.encode_tgt(corpus.tgt), progress=args.output is not None)
+    pairs, total, ntok = 0, 0.0, 0
+    bar = _bar("score") if args.output is not None else None
     with output(args.output) as out:
-        for r in results:
-            if args.json:
-                out.write(json.dumps({"log_prob": round(r.log_prob, 4),
-                                      "per_token": round(r.per_token, 4),
-                                      "tokens": r.num_tokens}) + "\n")
-            else:
-                out.write(f"{r.log_prob:.4f}\t{r.per_token:.4f}\n")
-    if results and args.output:
-        total = sum(r.log_prob for r in results)
-        ntok = sum(r.num_tokens for r in results)
-        print(f"{len(results)} pairs, {ntok} target tokens: log-prob {total:.1f}, "
+        for chunk in pair_chunks(args.src, args.tgt):
+            results = force_decode(translator.model, tok.encode_src(chunk.src),
+                                   tok.encode_tgt(chunk.tgt))
+            for r in results:
+                if args.json:
+                    out.write(json.dumps({"log_prob": round(r.log_prob, 4),
+                                          "per_token": round(r.per_token, 4),
+                                          "tokens": r.num_tokens}) + "\n")
+                else:
+                    out.write(f"{r.log_prob:.4f}\t{r.per_token:.4f}\n")
+            pairs += len(results)
+            total += sum(r.log_prob for r in results)
+            ntok += sum(r.num_tokens for r in results)
+            if bar is not None:
+                bar.update(len(results))
+    if bar is not None:
+        bar.close()
+    if pairs and args.output:
+        print(f"{pairs} pairs, {ntok} target tokens: log-prob {total:.1f}, "
               f"{total / ntok:.4f} per token (perplexity {math.exp(-total / ntok):.2f})",
               file=sys.stderr)
     return 0
+
+
+def _bar(what: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(unit="pair", desc=what, leave=False)
 
 
 def cmd_attention(args: argparse.Namespace) -> int:

@@ -1,13 +1,16 @@
 """Checkpoint -> tokenize -> decode -> detokenize. Used by the CLI, training and the server.
 
 Long inputs are sorted by length, batched, decoded and written back in input order; every
-input line gives exactly one output (an empty input gives an empty output).
+input line gives exactly one output (an empty input gives an empty output). An input of any
+length streams through :meth:`Translator.translate_stream` in chunks of ``STREAM_CHUNK``
+lines, in constant memory.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 import torch
@@ -27,9 +30,11 @@ from heedful.tokenizer import PAD_ID, Tokenizer
 
 SHIPPED_MODELS_DIR = Path(__file__).parent.parent / "pretrained"
 MAX_SOURCE_PIECES = 1024
+"""Longer inputs are cut to this many subwords (documented; never a crash)."""
 MAX_OUTPUT_PIECES = 2048
 """The longest output of a model without a position limit of its own (the RNN)."""
-"""Longer inputs are cut to this many subwords (documented; never a crash)."""
+STREAM_CHUNK = 10_000
+"""Lines that :meth:`Translator.translate_stream` sorts and decodes together."""
 
 
 def resolve_run_dir(path_or_name: str | Path) -> Path:
@@ -224,5 +229,33 @@ class Translator:
             num_tokens=len(best.tokens),
         )
 
+    def translate_stream(self, lines: Iterable[str], chunk_size: int | None = None,
+                         progress: bool = False, **decode_overrides: object
+                         ) -> Iterator[Translation]:
+        """:meth:`translate` over an input of any length in constant memory: ``chunk_size``
+        lines at a time (default ``STREAM_CHUNK``; each chunk sorted by length into batches),
+        the results yielded in input order as each chunk is done."""
+        opts = self.decode_options(**decode_overrides)
+        chunk_size = chunk_size or STREAM_CHUNK
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(unit="sent", desc="translate", leave=False)
+        try:
+            for chunk in _chunked(lines, chunk_size):
+                yield from self.translate(chunk, **opts.model_dump())
+                if bar is not None:
+                    bar.update(len(chunk))
+        finally:
+            if bar is not None:
+                bar.close()
+
     def translate_lines(self, lines: Iterable[str], **kwargs: object) -> list[str]:
         return [t.text for t in self.translate(list(lines), **kwargs)]  # type: ignore[arg-type]
+
+
+def _chunked(lines: Iterable[str], size: int) -> Iterator[list[str]]:
+    it = iter(lines)
+    while chunk := list(islice(it, size)):
+        yield chunk

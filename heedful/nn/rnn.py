@@ -306,6 +306,16 @@ class RNNSeq2Seq(Seq2SeqModel):
                                state.num_extra)
         return logits, attention, state
 
+    def output_features(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor
+                        ) -> tuple[Tensor, nn.Linear] | None:
+        """The teacher-forced decoder outputs (B, T, D) and the output layer; None with the
+        copy mechanism (its output mixes the layer with copy attention)."""
+        if self.copy is not None:
+            return None
+        state = self.init_state(self.encode(src, src_mask))
+        out, _, _ = self.decoder(self.tgt_embed(tgt_in), state, False)
+        return out, self.output
+
 
 
 # --------------------------------------------------------------------------- config, builder

@@ -6,7 +6,11 @@
 * ``decode(tgt_in (B, T), state, need_weights) -> (logits (B, T, V), attention
   (B, T, L, H, S) or None, state)``; ``step`` (one token, from :class:`StepFromDecode`) is
   what greedy, beam and sampling search call
-* ``forward(src, src_mask, tgt_in) -> logits (B, T, V)``: the teacher-forced pass for training.
+* ``forward(src, src_mask, tgt_in) -> logits (B, T, V)``: the teacher-forced pass for training;
+* ``output_features(src, src_mask, tgt_in) -> (features (B, T, D), output layer) or None``:
+  the same pass stopped before the output layer, for a loss that fuses that layer with the
+  cross-entropy (:func:`heedful.nn.loss.linear_smoothed_cross_entropy_sum`); None where the
+  logits are more than one linear map of the features.
 """
 
 from __future__ import annotations
@@ -31,3 +35,10 @@ class Seq2SeqModel(StepFromDecode, nn.Module):
         """Teacher-forced logits (B, T, V)."""
         logits, _, _ = self.decode(tgt_in, self.init_state(self.encode(src, src_mask)))
         return logits
+
+    def output_features(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor
+                        ) -> tuple[Tensor, nn.Linear] | None:
+        """Teacher-forced features (B, T, D) and the output layer with
+        ``forward(...) == output(features)``; None (the default) where there is no such
+        split."""
+        return None

@@ -272,6 +272,18 @@ class TransformerSeq2Seq(Seq2SeqModel):
         From position 0 without a cache it is the teacher-forced pass (causal mask); with a
         cache it continues from ``state.position``.
         """
+        x, attention, new_state = self._decode_features(tgt_in, state, need_weights)
+        return self.output(x), attention, new_state
+
+    def output_features(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor
+                        ) -> tuple[Tensor, nn.Linear]:
+        """The teacher-forced pass up to the output layer: features (B, T, D) and the layer."""
+        x, _, _ = self._decode_features(tgt_in, self.init_state(self.encode(src, src_mask)))
+        return x, self.output
+
+    def _decode_features(self, tgt_in: Tensor, state: TransformerState, need_weights: bool
+                         = False) -> tuple[Tensor, Tensor | None, TransformerState]:
+        """:meth:`decode` without the output layer: features (B, T, D) after the final norm."""
         x = self._embed(self.tgt_embed, tgt_in, state.position)
         use_cache = state.position > 0 or tgt_in.size(1) == 1
         caches, weights = [], []
@@ -283,7 +295,7 @@ class TransformerSeq2Seq(Seq2SeqModel):
                 weights.append(w)
         attention = torch.stack(weights, 2).permute(0, 3, 2, 1, 4) if weights else None
         new_state = replace(state, cache=list(caches), position=state.position + tgt_in.size(1))
-        return self.output(self.decoder_norm(x)), attention, new_state
+        return self.decoder_norm(x), attention, new_state
 
 
 

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import torch
 
 from heedful.analysis.metrics import score_corpus
+from heedful.batching import plan_batches
 from heedful.config import Config
-from heedful.data import Corpus, make_batch, plan_batches
+from heedful.data import Corpus, make_batch
 from heedful.decoding.translator import Translator
 from heedful.nn.seq2seq import Seq2SeqModel
 from heedful.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer

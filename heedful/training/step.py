@@ -25,8 +25,9 @@ import torch
 from heedful.config import Config, TrainConfig
 from heedful.data import Batch
 from heedful.nn.attention import coverage_loss
-from heedful.nn.loss import smoothed_cross_entropy_sum
+from heedful.nn.loss import linear_smoothed_cross_entropy_sum, smoothed_cross_entropy_sum
 from heedful.nn.seq2seq import Seq2SeqModel
+from heedful.runtime.gemm import cpu_gemm_backend
 from heedful.tokenizer import PAD_ID
 from heedful.training import distributed
 from heedful.training.schedule import learning_rate
@@ -37,6 +38,13 @@ def loss_sum(model: Seq2SeqModel, batch: Batch, label_smoothing: float,
     """Label-smoothed cross-entropy summed over real target tokens (padding ignored), plus
     ``coverage_weight`` x the coverage loss (See et al. 2017) when given."""
     attention = None
+    if coverage_weight is None and _fuses_output_layer(model):
+        split = model.output_features(batch.src, batch.src_mask, batch.tgt_in)
+        if split is not None:
+            features, output = split
+            return linear_smoothed_cross_entropy_sum(
+                features.reshape(-1, features.size(-1)), output.weight, output.bias,
+                batch.tgt_out.reshape(-1), label_smoothing, PAD_ID)
     if coverage_weight is None:
         logits = model(batch.src, batch.src_mask, batch.tgt_in)
     else:
@@ -48,6 +56,19 @@ def loss_sum(model: Seq2SeqModel, batch: Batch, label_smoothing: float,
         # (B, T, L, H, S) -> the last layer, averaged over heads: (B, T, S)
         loss = loss + coverage_weight * coverage_loss(attention[:, :, -1].mean(2), batch.tgt_mask)
     return loss
+
+
+def _fuses_output_layer(model: Seq2SeqModel) -> bool:
+    """Whether the loss takes the fused output layer + cross-entropy path
+    (:func:`~heedful.nn.loss.linear_smoothed_cross_entropy_sum`): on the CPU with MKL float32
+    products or under bf16 autocast (oneDNN). Where heedful routes float32 linear layers to
+    oneDNN (``HEEDFUL_CPU_GEMM``, AMD CPUs) the output layer keeps that faster route, and a
+    ``torch.compile`` wrapper keeps its own graph."""
+    if not isinstance(model, Seq2SeqModel):
+        return False
+    if torch.is_autocast_enabled("cpu"):
+        return True
+    return cpu_gemm_backend() == "mkl"
 
 
 class LossModule(torch.nn.Module):

@@ -8,7 +8,7 @@ which repeats :meth:`Trainer.train_step` and, every ``train.log_every`` /
 until a limit (steps, epochs, time budget) or early stopping ends the run.
 
 Exact resume: the data order is a pure function of (seed, epoch, position) (see
-:mod:`heedful.data`), the learning rate a pure function of the step (plus the plateau state,
+:mod:`heedful.batching`), the learning rate a pure function of the step (plus the plateau state,
 which is saved), and the RNG state of torch's generator is saved with every checkpoint — so a
 run resumed from step s takes the same batches, dropout masks and learning rates as the
 uninterrupted run.
@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from heedful.batching import BatchStream
 from heedful.checkpoint import (
     find_checkpoint,
     load_model_weights,
@@ -38,7 +39,7 @@ from heedful.checkpoint import (
     save_checkpoint,
 )
 from heedful.config import Config, TrainConfig, load_config, save_config
-from heedful.data import Batch, BatchStream
+from heedful.data import Batch
 from heedful.decoding.translator import resolve_run_dir
 from heedful.errors import TrainError
 from heedful.nn.architectures import build_model, count_parameters
@@ -53,6 +54,9 @@ from heedful.training.state import TrainerState, capture_rng, restore_rng
 from heedful.training.step import StepRunner, StepStats, build_optimizer
 
 __all__ = ["TrainError", "TrainResult", "Trainer", "train"]
+
+_PREFETCH = 4
+"""Batches the stream assembles ahead, on its background thread."""
 
 
 @dataclass
@@ -99,17 +103,18 @@ class Trainer:
     @classmethod
     def setup(cls, cfg: Config, run_dir: Path, ctx: distributed.DistContext,
               reporter: Reporter, resume: bool = False,
-              init_from: str | Path | None = None) -> Trainer:
-        """Check the runtime, prepare the data, build the model (initialised from
-        ``init_from``'s best checkpoint if given), the optimizer and the batch stream; with
-        ``resume``, continue from the newest intact checkpoint in ``run_dir`` (from scratch if
-        none)."""
+              init_from: str | Path | None = None, prepare_workers: int = 1) -> Trainer:
+        """Check the runtime, prepare the data (the store is built, in ``prepare_workers``
+        processes, if missing or stale), build the model and the optimizer (initialised from
+        ``init_from``'s best checkpoint if given), and the batch stream over the memory-mapped
+        store; with ``resume``, continue from the newest intact checkpoint in ``run_dir``
+        (from scratch if none)."""
         tc = cfg.train
         _configure_runtime(tc, ctx)
         torch.manual_seed(tc.seed)  # the same initial weights on every rank
         init_dir = resolve_run_dir(init_from) if init_from is not None else None
-        data = _prepare_in_rank_order(cfg, run_dir, ctx, init_dir)
-        reporter.data_ready(len(data.train_src), data.filtered)
+        data = _prepare_in_rank_order(cfg, run_dir, ctx, init_dir, prepare_workers)
+        reporter.data_ready(len(data.store), data.filtered)
         tok = data.tokenizer
         model = build_model(cfg.model, tok.src_vocab_size, tok.tgt_vocab_size,
                             tok.src_to_tgt() if cfg.model.copy_attention else None)
@@ -118,8 +123,11 @@ class Trainer:
             reporter.initialised_from(init_dir)
         model.to(ctx.device)
         optimizer = build_optimizer(model, tc)
-        stream = BatchStream(data.train_src, data.train_tgt, tc.batch_tokens, tc.seed, PAD_ID,
-                             BOS_ID, EOS_ID)
+        store = data.store
+        # batches padded a few ahead on a background thread; page-locked for a GPU
+        stream = BatchStream(store.src, store.tgt, tc.batch_tokens, tc.seed, PAD_ID, BOS_ID,
+                             EOS_ID, order=store.order, sizes=store.sizes, prefetch=_PREFETCH,
+                             pin_memory=ctx.device.type == "cuda")
         state = (_resume(run_dir, model, optimizer, reporter) if resume
                  else TrainerState())
         stream.seek(state.epoch, state.index)
@@ -160,6 +168,7 @@ class Trainer:
             if state.step % tc.valid_every != 0 or state.step == 0:
                 self.validate_and_save(final=True)
         finally:
+            self.stream.close()
             self.reporter.end_training()
         rate = self.tokens_trained / max(time.monotonic() - self.sitting_start, 1e-9)
         self.reporter.stopped(state.step, stopped, tc.early_stopping_metric, state.best_score,
@@ -284,14 +293,14 @@ def _configure_runtime(tc: TrainConfig, ctx: distributed.DistContext) -> None:
 
 
 def _prepare_in_rank_order(cfg: Config, run_dir: Path, ctx: distributed.DistContext,
-                           init_dir: Path | None) -> PreparedData:
-    """:func:`prepare_data`, rank 0 first: it trains (or copies) the tokenizer into
-    ``run_dir``, which the other ranks then load."""
+                           init_dir: Path | None, workers: int) -> PreparedData:
+    """:func:`prepare_data`, rank 0 first: it checks the store (building it, and the
+    tokenizer, if missing or stale); the other ranks then map the same files."""
     if not ctx.is_main:
         ctx.barrier()
-    data = prepare_data(cfg, run_dir, tokenizer_from=init_dir)
-    if ctx.is_main:
-        ctx.barrier()
+        return prepare_data(cfg, run_dir, check=False)
+    data = prepare_data(cfg, run_dir, tokenizer_from=init_dir, workers=workers)
+    ctx.barrier()
     return data
 
 
@@ -338,11 +347,14 @@ def train(
     resume: bool = False,
     init_from: str | Path | None = None,
     progress: bool = True,
+    prepare_workers: int = 1,
 ) -> TrainResult:
     """Train a model into ``run_dir`` (see the module docstring for resume semantics).
 
     ``config`` may be None with ``resume=True`` (the run directory's config is used). A
-    resumed run may change only the train and decode sections. Raises :class:`TrainError`
+    resumed run may change only the train and decode sections. The training data comes from
+    the run directory's prepared store (``heedful prepare``), built first, in
+    ``prepare_workers`` processes, when it is missing or stale. Raises :class:`TrainError`
     for a run directory or config that cannot start.
     """
     run_dir = Path(run_dir)
@@ -353,7 +365,8 @@ def train(
     with Reporter(run_dir, distributed.env_rank(), progress) as reporter:
         ctx = distributed.setup(config.train.device)
         try:
-            result = Trainer.setup(config, run_dir, ctx, reporter, resume, init_from).fit()
+            result = Trainer.setup(config, run_dir, ctx, reporter, resume, init_from,
+                                   prepare_workers).fit()
         except BaseException:
             distributed.shutdown(ctx, finished=False)
             raise
