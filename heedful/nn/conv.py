@@ -276,6 +276,18 @@ class ConvSeq2Seq(Seq2SeqModel):
         Continues from ``state.position`` with the layers' buffered inputs: from a fresh
         state it is the teacher-forced pass, one token at a time it is incremental decoding.
         """
+        features, attention, state = self._decode_features(tgt_in, state, need_weights)
+        return self.output(features), attention, state
+
+    def output_features(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor
+                        ) -> tuple[Tensor, nn.Linear]:
+        """The teacher-forced pass up to the output layer: features (B, T, E) and the layer."""
+        features, _, _ = self._decode_features(tgt_in, self.init_state(self.encode(src, src_mask)))
+        return features, self.output
+
+    def _decode_features(self, tgt_in: Tensor, state: ConvState, need_weights: bool = False
+                         ) -> tuple[Tensor, Tensor | None, ConvState]:
+        """:meth:`decode` without the output layer: features (B, T, E) after its dropout."""
         target_emb = self._embed(self.tgt_embed, self.tgt_positions, tgt_in, state.position)
         x = self.fc_in(target_emb)
         buffers, weights = [], []
@@ -285,9 +297,8 @@ class ConvSeq2Seq(Seq2SeqModel):
             if w is not None:
                 weights.append(w.squeeze(1))  # (B, T, S)
         attention = torch.stack(weights, 2).unsqueeze(3) if need_weights else None
-        logits = self.output(self.drop(self.fc_out(x)))
-        return logits, attention, replace(state, buffers=buffers,
-                                          position=state.position + tgt_in.size(1))
+        return self.drop(self.fc_out(x)), attention, replace(
+            state, buffers=buffers, position=state.position + tgt_in.size(1))
 
 
 # --------------------------------------------------------------------------- config, builder
