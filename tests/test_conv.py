@@ -129,6 +129,33 @@ def test_beam_of_one_equals_greedy_and_attention_has_every_layer() -> None:
         torch.testing.assert_close(g[0].attention, b[0].attention, atol=1e-5, rtol=1e-4)
 
 
+def test_output_features_feed_the_fused_output_layer_and_loss(monkeypatch) -> None:
+    """``output_features`` is the teacher-forced pass before the output layer, so the trainer's
+    fused output layer + loss gives the loss and gradients of the unfused path."""
+    from heedful.data import make_batch
+    from heedful.training import step
+
+    model = conv_model(share_embeddings=True, tie_output=True, embed_dim=16)
+    src, src_mask, tgt_in = batch()
+    features, output = model.output_features(src, src_mask, tgt_in)
+    torch.testing.assert_close(output(features), model(src, src_mask, tgt_in))
+    gen = torch.Generator().manual_seed(2)
+    data = make_batch([[*torch.randint(4, VOCAB, (n,), generator=gen).tolist(), EOS_ID]
+                       for n in (5, 9)],
+                      [torch.randint(4, VOCAB, (n,), generator=gen).tolist() for n in (7, 3)],
+                      PAD_ID, BOS_ID, EOS_ID)
+    results = []
+    for fused in (False, True):
+        monkeypatch.setattr(step, "_fuses_output_layer", lambda m, fused=fused: fused)
+        model.zero_grad()
+        loss = step.loss_sum(model, data, 0.1)
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(results[1][0], results[0][0])
+    for fused_grad, plain_grad in zip(results[1][1], results[0][1], strict=True):
+        torch.testing.assert_close(fused_grad, plain_grad, atol=1e-6, rtol=1e-4)
+
+
 def _loss(model: ConvSeq2Seq) -> torch.Tensor:
     src, src_mask, tgt_in = batch()
     return model(src, src_mask, tgt_in).log_softmax(-1)[..., 5].sum()
