@@ -262,14 +262,14 @@ class TokenStore:
     sizes: np.ndarray
     manifest: dict[str, Any]
     maps: tuple[mmap.mmap, ...] = ()
-    """The mappings of the pairs' arrays (ids, offsets, lengths), for :meth:`release_pages`."""
+    """The mappings of the arrays, for :meth:`release_pages`."""
 
     def __len__(self) -> int:
         return len(self.src)
 
     def release_pages(self) -> None:
-        """Unmap the pages of the pairs' arrays this process has touched (they stay in the
-        page cache: the next read maps them again, without I/O). Batches read pairs at
+        """Unmap the pages of the store this process has touched (they stay in the page
+        cache: the next read maps them again, without I/O). Batches read pairs at
         random, and the kernel maps up to 16 cached pages around each one read: without
         this, a training process's RSS would count most of the store as file-backed pages
         after a few hundred batches — shared and reclaimable, but reported all the same."""
@@ -301,15 +301,15 @@ def open_store(run_dir: Path, verify: bool = True) -> TokenStore:
             if digest != arrays[name]["sha256"]:
                 raise DataError(f"{root / name} is corrupt: its checksum does not match "
                                 f"{root / MANIFEST}; {_REPAIR}")
-    # the pairs' arrays are read at random: no read-ahead (a store larger than memory would
-    # otherwise read far more than the batches need); the order and sizes are read in order
-    mapped = {name: _map(root / name, entry, random=name.startswith(_SIDES))
+    # batches read pairs (and slices of the order) at random: no read-ahead (a store larger
+    # than memory would otherwise read far more than the batches need); the plan reads the
+    # sizes in order
+    mapped = {name: _map(root / name, entry, random=name != "sizes.bin")
               for name, entry in arrays.items()}
     sides = [TokenArray(*(mapped[f"{s}.{kind}.bin"][0] for kind in ("tokens", "offsets",
                                                                      "lengths")))
              for s in _SIDES]
-    maps = tuple(m for name, (_, m) in mapped.items() if m is not None
-                 and name.startswith(_SIDES))
+    maps = tuple(m for _, m in mapped.values() if m is not None)
     return TokenStore(root, sides[0], sides[1], mapped["order.bin"][0], mapped["sizes.bin"][0],
                       manifest, maps)
 
