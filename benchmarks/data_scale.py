@@ -22,7 +22,9 @@ Then ``heedful translate`` (greedy) with the model trained on the 28k corpus, on
 same training (28k) and translate (10k, 100k) commands with the code in DIR (e.g. ``git archive
 v0.2.0``) on PYTHONPATH, for comparison.
 
-Each command runs in its own process; peak RSS is its ``ru_maxrss`` (and its children's). The
+Each command runs in its own process (``HEEDFUL_CPU_GEMM=mkl`` unless set: the ``auto`` choice
+can differ from run to run on a loaded machine, and with it the memory); peak RSS is its
+``ru_maxrss`` (and its children's). The
 model is tiny (a GRU of 64 units, 4k joint BPE): the figures are about the data path. Prints
 one JSON object (``-o`` also writes it to a file).
 
@@ -109,7 +111,9 @@ CLOCK = ActiveClock()
 def run(argv: list[str], code_dir: Path = ROOT) -> dict[str, float]:
     """Run ``heedful ARGV`` in a fresh process; its report plus the active seconds."""
     read, write = os.pipe()
-    env = {**os.environ, "PYTHONPATH": str(code_dir), "REPORT_FD": str(write)}
+    # one GEMM backend for every run: "auto" times both and may pick either under load
+    env = {**os.environ, "PYTHONPATH": str(code_dir), "REPORT_FD": str(write),
+           "HEEDFUL_CPU_GEMM": os.environ.get("HEEDFUL_CPU_GEMM", "mkl")}
     start = time.time()
     active_start, paused_start = CLOCK.now(), CLOCK.paused
     proc = subprocess.Popen([sys.executable, "-c", WRAPPER, *argv], pass_fds=(write,),
@@ -152,9 +156,10 @@ def mb(report: dict[str, float], key: str) -> int:
     return round(report[key])
 
 
-def bench_prepare(data: list[str], work: Path, name: str) -> dict[str, object]:
+def bench_prepare(data: list[str], work: Path, name: str, worker_counts: list[int]
+                  ) -> dict[str, object]:
     out: dict[str, object] = {}
-    for workers in (1, 2):
+    for workers in worker_counts:
         run_dir = work / f"run-{name}-w{workers}"
         shutil.rmtree(run_dir, ignore_errors=True)
         r = run(["prepare", *data, *MODEL, "--run-dir", str(run_dir), "--workers",
@@ -165,11 +170,9 @@ def bench_prepare(data: list[str], work: Path, name: str) -> dict[str, object]:
             "worker_peak_rss_mb": mb(r, "children_peak_rss_mb") if workers > 1 else None,
             "pairs_kept": summary["pairs"], "store_mb": round(_du(run_dir / "prepared")),
             "paused_s": r["paused_s"]}
-    w1, w2 = out["workers_1"], out["workers_2"]
-    assert isinstance(w1, dict) and isinstance(w2, dict)
-    out["speedup_2_workers"] = round(w1["seconds"] / w2["seconds"], 2)
-    if name != "28k":
-        shutil.rmtree(work / f"run-{name}-w2", ignore_errors=True)
+    w1, w2 = out.get("workers_1"), out.get("workers_2")
+    if isinstance(w1, dict) and isinstance(w2, dict):
+        out["speedup_2_workers"] = round(w1["seconds"] / w2["seconds"], 2)
     return out
 
 
@@ -223,6 +226,9 @@ def main() -> None:
     parser.add_argument("--translate-lines", nargs="*", default=["10k", "100k", "1M"],
                         choices=LINES)
     parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--workers", nargs="+", type=int, default=[1, 2],
+                        help="prepare with each of these worker counts (training uses the first "
+                             "one's store)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/heedful-data-scale"))
     parser.add_argument("--baseline", type=Path, help="the code to compare with (a checkout)")
     parser.add_argument("--keep", action="store_true", help="keep the corpora and runs")
@@ -240,18 +246,22 @@ def main() -> None:
             data = data_overrides(src, tgt)
             entry = {"pairs": pairs, "corpus_mb": round((src.stat().st_size
                                                          + tgt.stat().st_size) / 2**20),
-                     "prepare": bench_prepare(data, args.work, name)}
-            entry["train"] = bench_train(data, args.work / f"run-{name}-w1", args.steps)
+                     "prepare": bench_prepare(data, args.work, name, args.workers)}
+            for extra in args.workers[1:]:
+                if name != "28k":
+                    shutil.rmtree(args.work / f"run-{name}-w{extra}", ignore_errors=True)
+            run_dir = args.work / f"run-{name}-w{args.workers[0]}"
+            entry["train"] = bench_train(data, run_dir, args.steps)
             if args.baseline and name == "28k":
                 entry["train_baseline"] = bench_train(data, args.work / "run-baseline",
                                                       args.steps, args.baseline)
             sizes[name] = entry
             print(json.dumps({name: entry}), file=sys.stderr, flush=True)
             if name != "28k":
-                shutil.rmtree(args.work / f"run-{name}-w1", ignore_errors=True)
+                shutil.rmtree(run_dir, ignore_errors=True)
                 shutil.rmtree(src.parent, ignore_errors=True)
         report["sizes"] = sizes
-        model_run = args.work / "run-28k-w1"
+        model_run = args.work / f"run-28k-w{args.workers[0]}"
         if args.translate_lines and model_run.exists():
             report["translate"] = {n: bench_translate(model_run, args.work, LINES[n])
                                    for n in args.translate_lines}

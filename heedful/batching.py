@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -148,7 +148,8 @@ class BatchStream:
 
     ``src``/``tgt``: :class:`TokenArray` s (or id lists, converted); ``order`` and
     ``sizes``: the examples' length order and their padded sizes along it, if already known
-    (a prepared store keeps them). ``prefetch`` > 0
+    (a prepared store keeps them). ``after_batch`` is called on the assembling thread after
+    each batch (a store's :meth:`~heedful.store.TokenStore.release_pages`). ``prefetch`` > 0
     assembles that many batches ahead on a background thread; the batches, their order and
     :meth:`position` are the same either way. ``pin_memory``: page-locked batches, for a fast
     copy to a CUDA device. Call :meth:`close` to stop the thread.
@@ -167,6 +168,7 @@ class BatchStream:
         sizes: np.ndarray | None = None,
         prefetch: int = 0,
         pin_memory: bool = False,
+        after_batch: Callable[[], None] | None = None,
     ) -> None:
         self.src = src if isinstance(src, TokenArray) else TokenArray.from_lists(src)
         self.tgt = tgt if isinstance(tgt, TokenArray) else TokenArray.from_lists(tgt)
@@ -175,6 +177,7 @@ class BatchStream:
         self.seed = seed
         self.ids = (pad_id, bos_id, eos_id)
         self.prefetch, self.pin_memory = prefetch, pin_memory
+        self.after_batch = after_batch
         self.epoch = 0
         self.index = 0
         self._orders: dict[int, list[int]] = {}
@@ -202,6 +205,8 @@ class BatchStream:
         epoch's batch order, if the caller keeps it."""
         members = self.plan[(order or self.epoch_order(epoch))[index]]
         batch = assemble(self.src, self.tgt, members, *self.ids)
+        if self.after_batch is not None:
+            self.after_batch()
         if self.pin_memory:
             batch = Batch(batch.src.pin_memory(), batch.src_mask.pin_memory(),
                           batch.tgt_in.pin_memory(), batch.tgt_out.pin_memory(),

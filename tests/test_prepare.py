@@ -69,7 +69,8 @@ def test_store_batches_equal_the_in_memory_batches(tmp_path: Path, sample_files,
         assert (tmp_path / "run" / f.name).read_bytes() == f.read_bytes(), f.name
     store = data.store
     stream = BatchStream(store.src, store.tgt, cfg.train.batch_tokens, cfg.train.seed, PAD_ID,
-                         BOS_ID, EOS_ID, order=store.order, sizes=store.sizes, prefetch=2)
+                         BOS_ID, EOS_ID, order=store.order, sizes=store.sizes, prefetch=2,
+                         after_batch=store.release_pages)  # as the trainer reads it
     assert data.filtered == 200 - len(store) > 0  # the filters dropped some
     for n, want in enumerate(expected):
         got = next(stream)

@@ -127,7 +127,8 @@ class Trainer:
         # batches padded a few ahead on a background thread; page-locked for a GPU
         stream = BatchStream(store.src, store.tgt, tc.batch_tokens, tc.seed, PAD_ID, BOS_ID,
                              EOS_ID, order=store.order, sizes=store.sizes, prefetch=_PREFETCH,
-                             pin_memory=ctx.device.type == "cuda")
+                             pin_memory=ctx.device.type == "cuda",
+                             after_batch=store.release_pages)
         state = (_resume(run_dir, model, optimizer, reporter) if resume
                  else TrainerState())
         stream.seek(state.epoch, state.index)
