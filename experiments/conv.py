@@ -8,6 +8,9 @@
 (``train.max_minutes``, validation included; a total over sittings: re-running resumes
 unfinished runs and skips finished ones) in ``runs/conv/NAME-MINUTESmin``, one at a time with
 ``train.threads`` (default 2) — the figures mean something only with nothing else running.
+A longer budget's run starts as a copy of the shorter one and resumes it: the budget changes
+nothing but where training stops, and resume is exact, so the 30-minute run is the 15-minute
+run continued (see :func:`continue_from`).
 
 ``report`` scores each run's best checkpoint on the full test set with beam 5 (BLEU, chrF,
 sentences/s with ``--threads``), BLEU by source length (95% bootstrap intervals), and the
@@ -62,6 +65,19 @@ def train_run(cfg: Any, run_dir: Path) -> None:
             print(f"{run_dir.name}: budget already spent, skipping")
             return
     print(f"{run_dir.name}: {train(cfg, run_dir, resume=ckpt is not None, progress=False)}")
+
+
+def continue_from(shorter: Path, run_dir: Path) -> None:
+    """Start the longer budget's run as a copy of the finished shorter one, to be resumed.
+
+    Nothing in the training depends on the budget except where it stops, and resume is exact
+    (same batches, dropout masks and learning rates), so the copy continued to M minutes is
+    the run a fresh M-minute training would be, for half the machine time.
+    """
+    import shutil
+
+    shutil.copytree(shorter, run_dir, ignore=shutil.ignore_patterns("eval.json"))
+    print(f"{run_dir.name}: continuing {shorter.name}")
 
 
 def median_train_rate(run_dir: Path) -> float:
@@ -223,10 +239,13 @@ def main() -> None:
         parser.error(f"unknown model(s) {', '.join(sorted(unknown))}; choose from "
                      f"{', '.join(MODELS)}")
     if args.command == "train":
-        for minutes in args.minutes:
+        budgets = sorted(args.minutes)
+        for shorter, minutes in zip([None, *budgets], budgets, strict=False):
             for name in args.names or MODELS:
-                train_run(run_config(name, minutes, args.threads),
-                          RUNS / f"{name}-{minutes:g}min")
+                run_dir = RUNS / f"{name}-{minutes:g}min"
+                if shorter is not None and not run_dir.exists():
+                    continue_from(RUNS / f"{name}-{shorter:g}min", run_dir)
+                train_run(run_config(name, minutes, args.threads), run_dir)
     elif args.command == "report":
         cmd_report(args)
     else:
