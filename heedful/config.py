@@ -109,9 +109,19 @@ class TrainConfig(_Strict):
     log_every: int = Field(50, gt=0)
     threads: int | None = Field(None, gt=0)
     """torch intra-op threads; ``None`` = torch's default."""
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    """``auto``: CUDA when available, else CPU. Under torchrun each rank uses its LOCAL_RANK
-    GPU."""
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``. Under
+    torchrun each rank uses its LOCAL_RANK GPU; more ranks on a node than GPUs is an error."""
+    tf32: bool = True
+    """On CUDA, float32 matrix products in TensorFloat-32 (10-bit mantissa inputs, float32
+    accumulation; what Ampere and later GPUs do fast). ``false`` keeps full float32."""
+    deterministic: bool = False
+    """Deterministic kernels only (``torch.use_deterministic_algorithms``; on CUDA also
+    cuBLAS's fixed workspace): bit-exact resume and reruns on a GPU, some speed lost."""
+    dist_timeout_minutes: float = Field(60.0, gt=0)
+    """Under torchrun, how long a collective (all-reduce, barrier) may wait before the process
+    group gives up (NCCL's own default is 10 minutes). Rank 0's long work (preparing the
+    corpus, validating) does not count: the other ranks wait for it outside any collective."""
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     """Mixed precision (autocast) for training: bf16 on GPU or CPU, fp16 on GPU only (with
     loss scaling); weights and optimizer state stay float32."""

@@ -274,9 +274,11 @@ class LocalAttention(Attention):
 
     def centre(self, query: Tensor, key_mask: Tensor) -> Tensor:
         """p_t (B, Tq) in [0, S] where S is each source's last real position."""
-        last = (key_mask.sum(1) - 1).to(query.dtype)  # (B,)
+        # float32 whatever the query's dtype: bf16 holds integers exactly only up to 256, so
+        # under bf16 autocast positions past 256 (and the window around p_t) would be rounded
+        last = (key_mask.sum(1) - 1).float()  # (B,)
         gate = torch.sigmoid(self.position_energy(torch.tanh(self.position_proj(query))))
-        return last[:, None] * gate.squeeze(-1)
+        return last[:, None] * gate.squeeze(-1).float()
 
     def forward(
         self,
@@ -290,7 +292,7 @@ class LocalAttention(Attention):
         if state is None:
             state = self.precompute(keys)
         centre = self.centre(query, key_mask)  # (B, Tq)
-        positions = torch.arange(keys.size(1), device=keys.device, dtype=query.dtype)
+        positions = torch.arange(keys.size(1), device=keys.device, dtype=torch.float32)
         distance = positions[None, None, :] - centre[:, :, None]  # (B, Tq, Tk)
         in_window = distance.abs() <= self.window
         mask = key_mask[:, None, :] & in_window  # (B, Tq, Tk)
@@ -298,7 +300,7 @@ class LocalAttention(Attention):
         sigma = self.window / 2
         gaussian = torch.exp(-(distance**2) / (2 * sigma**2))
         weights = torch.softmax(scores, dim=-1) * gaussian[:, None]  # (B, 1, Tq, Tk)
-        context = torch.matmul(weights.squeeze(1), values)
+        context = torch.matmul(weights.squeeze(1).to(values.dtype), values)
         return context, weights, state
 
 

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field, model_validator
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from heedful.decoding.search import SentenceGroupedState, pick_rows
 from heedful.nn.attention import NO_ATTENTION, Attention, AttentionState, build_attention
@@ -38,6 +38,31 @@ from heedful.runtime.gemm import Linear
 from heedful.tokenizer import PAD_ID, UNK_ID
 
 _RNNS: dict[str, type[nn.LSTM] | type[nn.GRU]] = {"lstm": nn.LSTM, "gru": nn.GRU}
+
+
+def bf16_autocast_on_cuda(x: Tensor | PackedSequence) -> bool:
+    """Whether ``x`` is on a GPU under bf16 autocast."""
+    data = x.data if isinstance(x, PackedSequence) else x
+    return (data.is_cuda and torch.is_autocast_enabled("cuda")
+            and torch.get_autocast_dtype("cuda") == torch.bfloat16)
+
+
+def run_rnn(rnn: nn.RNNBase, x: Any, hx: Any = None) -> Any:
+    """``rnn(x, hx)``, except on a GPU under bf16 autocast, where it runs in float32.
+
+    Why: PyTorch's autocast sends cuDNN's RNN to float16 whatever the autocast dtype, so a
+    bf16 recipe (which has no loss scaling) would train its recurrences in fp16, where small
+    gradients underflow. float32 is what the recipe promises for ops that are not matrix
+    products of the projections; the products around the RNN stay in bf16."""
+    if not bf16_autocast_on_cuda(x):
+        return rnn(x, hx)
+    with torch.autocast("cuda", enabled=False):
+        x = x.float()
+        if isinstance(hx, tuple):
+            hx = tuple(h.float() for h in hx)
+        elif hx is not None:
+            hx = hx.float()
+        return rnn(x, hx)
 
 
 class RNNEncoder(nn.Module):
@@ -58,7 +83,7 @@ class RNNEncoder(nn.Module):
         output_dim and the finals are the top layer's, directions concatenated."""
         lengths = src_mask.sum(1).cpu()
         packed = pack_padded_sequence(emb, lengths, batch_first=True, enforce_sorted=False)
-        out_packed, final = self.rnn(packed)
+        out_packed, final = run_rnn(self.rnn, packed)
         states, _ = pad_packed_sequence(out_packed, batch_first=True,
                                         total_length=emb.size(1))
         h, c = final if self.is_lstm else (final, None)
@@ -182,9 +207,9 @@ class RNNDecoder(nn.Module):
 
     def _rnn(self, x: Tensor, state: RNNDecoderState) -> tuple[Tensor, Tensor, Tensor | None]:
         if self.is_lstm:
-            out, (h, c) = self.rnn(x, (state.hidden, state.cell))
+            out, (h, c) = run_rnn(self.rnn, x, (state.hidden, state.cell))
             return out, h, c
-        out, h = self.rnn(x, state.hidden)
+        out, h = run_rnn(self.rnn, x, state.hidden)
         return out, h, None
 
     def _attend(self, rnn_out: Tensor, state: RNNDecoderState, need_weights: bool

@@ -19,11 +19,15 @@ import contextlib
 import logging
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from datetime import timedelta
+from typing import Any, NoReturn, TypeVar
 
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,25 @@ class DistContext:
         if self.enabled:
             dist.barrier()
 
+    def main_first(self, key: str, work: Callable[[], T]) -> T | None:
+        """Rank 0 does ``work`` (returning its result) while the other ranks wait for it,
+        outside any collective, on the process group's key-value store (returning None).
+
+        Why not a barrier: a barrier waiting on rank 0's long work (SentencePiece training,
+        encoding a corpus, validating) counts against the collective timeout, and NCCL's
+        watchdog would end the run. A store wait has no such clock: if rank 0 fails, torchrun
+        ends the other ranks. ``key`` must be unique within the launch (e.g. carry the step).
+        """
+        if not self.enabled:
+            return work()
+        store = dist.distributed_c10d._get_default_store()
+        if self.is_main:
+            result = work()
+            store.set(f"heedful/{key}", "done")
+            return result
+        store.wait([f"heedful/{key}"], timedelta(days=7))
+        return None
+
 
 def env_rank() -> int:
     """This process's rank under torchrun (0 otherwise), readable before :func:`setup`."""
@@ -75,18 +98,27 @@ def joined_process_group() -> bool:
     return _joined
 
 
-def setup(device_name: str = "auto") -> DistContext:
-    """Join the torchrun process group if launched by torchrun; pick the device."""
+def setup(device_name: str = "auto", timeout_minutes: float = 60.0) -> DistContext:
+    """Join the torchrun process group if launched by torchrun; pick the device.
+
+    ``device_name`` is ``train.device`` (see :func:`heedful.runtime.device.resolve_device`:
+    under torchrun, ``auto``/``cuda`` mean the rank's LOCAL_RANK GPU, and more ranks on a node
+    than GPUs is a :class:`~heedful.runtime.device.DeviceError` before anything is joined).
+    ``timeout_minutes``: how long a collective may wait (NCCL's default, 10 minutes, is
+    shorter than some of rank 0's work; see :meth:`DistContext.main_first`)."""
+    from heedful.runtime.device import check_world_fits, resolve_device
+
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = env_rank()
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
-    device = torch.device(f"cuda:{local}" if use_cuda else "cpu")
-    if use_cuda:
+    device = resolve_device(device_name, "train.device", local_rank=local)
+    if device.type == "cuda":
+        check_world_fits(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), device)
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
         global _joined
-        dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank,
+                                world_size=world, timeout=timedelta(minutes=timeout_minutes))
         _joined = True
     return DistContext(rank, world, local, device)
 
@@ -127,4 +159,6 @@ def wrap(module: torch.nn.Module, ctx: DistContext) -> Any:
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=ids)
+    # no buffer broadcast each step: heedful's buffers (position tables) are the same
+    # on every rank by construction, and DDP would copy them from rank 0 at every forward
+    return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)

@@ -44,7 +44,11 @@ class TrainerState:
     train_seconds: float = 0.0
     """Wall-clock seconds trained over all sittings (the time budget is a total)."""
     rng_torch: str | None = None
-    """torch's global generator state, base64 (set on every save; dropout masks resume)."""
+    """torch's global (CPU) generator state, base64 (set on every save; dropout masks
+    resume)."""
+    rng_cuda: list[str] | None = None
+    """Each CUDA device's generator state, base64, where CUDA was in use (dropout on a GPU
+    draws from these, not from the CPU generator)."""
 
     @property
     def plateau(self) -> Plateau:
@@ -69,12 +73,32 @@ class TrainerState:
         return cls(**{k: v for k, v in saved.items() if k in names})
 
 
+def _encode(state: torch.Tensor) -> str:
+    return base64.b64encode(state.cpu().numpy().tobytes()).decode()
+
+
+def _decode(encoded: str) -> torch.Tensor:
+    return torch.frombuffer(bytearray(base64.b64decode(encoded)), dtype=torch.uint8)
+
+
 def capture_rng() -> str:
-    """torch's global generator state as base64 text (a JSON value)."""
-    return base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode()
+    """torch's global (CPU) generator state as base64 text (a JSON value)."""
+    return _encode(torch.get_rng_state())
 
 
-def restore_rng(encoded: str) -> None:
-    """Set torch's global generator to a state :func:`capture_rng` returned."""
-    raw = base64.b64decode(encoded)
-    torch.set_rng_state(torch.frombuffer(bytearray(raw), dtype=torch.uint8))
+def capture_cuda_rng() -> list[str] | None:
+    """Every CUDA device's generator state (base64), or None where CUDA is not in use
+    (never initialises CUDA just to ask)."""
+    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    return [_encode(s) for s in torch.cuda.get_rng_state_all()]
+
+
+def restore_rng(encoded: str, cuda: list[str] | None = None) -> None:
+    """Set torch's generators to the states :func:`capture_rng` and :func:`capture_cuda_rng`
+    returned. CUDA states are restored where this machine has CUDA and as many devices
+    (a run resumed on the CPU has no use for them, and its dropout on the CPU resumes)."""
+    torch.set_rng_state(_decode(encoded))
+    if cuda is not None and torch.cuda.is_available() \
+            and torch.cuda.device_count() == len(cuda):
+        torch.cuda.set_rng_state_all([_decode(s) for s in cuda])

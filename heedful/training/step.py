@@ -114,8 +114,10 @@ def to_device(batch: Batch, device: torch.device) -> Batch:
 class StepStats:
     """What one update reports."""
 
-    loss_sum: float
-    """The summed training loss over the global batch (every rank's share)."""
+    loss_sum: torch.Tensor
+    """This rank's summed training loss (a 0-d tensor on the training device, so reading it
+    is the caller's choice of when to wait for the device: the trainer does once per log
+    window; summed over the ranks there too)."""
     num_tokens: int
     """Target tokens in the global batch."""
     lr: float
@@ -150,7 +152,8 @@ class StepRunner:
         """One update after ``done`` updates, on this rank's share of ``drawn``: the
         ``world_size x accumulate`` batches every rank drew for it (see the module
         docstring). ``plateau_scale``: the plateau schedule's factor on the learning rate."""
-        tc, ctx = self.tc, self.ctx
+        tc = self.tc
+        ctx = self.ctx
         batches = drawn[ctx.rank * tc.accumulate : (ctx.rank + 1) * tc.accumulate]
         num_tokens = sum(b.num_tgt_tokens for b in drawn)  # the global count, known to all
         self.optimizer.zero_grad(set_to_none=True)
@@ -158,8 +161,6 @@ class StepRunner:
             self.loss_module.coverage_weight = (
                 self.coverage_weight if done >= self.coverage_from_step else None)
         step_loss = self._forward_backward(batches, num_tokens)
-        if ctx.enabled:
-            step_loss = ctx.sum([step_loss])[0]
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)  # clip the true gradient, not the scaled one
         if tc.clip_norm is not None:
@@ -174,10 +175,11 @@ class StepRunner:
             self.optimizer.step()
         return StepStats(step_loss, num_tokens, lr)
 
-    def _forward_backward(self, batches: Sequence[Batch], num_tokens: int) -> float:
-        """Accumulate the gradients of ``batches``; returns their summed loss."""
+    def _forward_backward(self, batches: Sequence[Batch], num_tokens: int) -> torch.Tensor:
+        """Accumulate the gradients of ``batches``; returns their summed loss (0-d, on the
+        device: no host synchronisation per batch)."""
         world = self.ctx.world_size
-        step_loss = 0.0
+        step_loss = torch.zeros((), device=self.ctx.device)
         for k, b in enumerate(batches):
             sync = k == len(batches) - 1  # DDP all-reduces gradients on the last only
             with _maybe_no_sync(self.loss_fn, not sync):
@@ -185,7 +187,7 @@ class StepRunner:
                 # x world size: DDP averages the ranks' gradients, we want their sum
                 scaled = loss * (world / num_tokens)
                 (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
-            step_loss += float(loss.detach())
+            step_loss += loss.detach().float()
         return step_loss
 
 

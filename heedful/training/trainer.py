@@ -50,7 +50,7 @@ from heedful.training.evaluate import score_dev
 from heedful.training.prepare import PreparedData, prepare_data
 from heedful.training.reporter import Reporter
 from heedful.training.schedule import plateau_update
-from heedful.training.state import TrainerState, capture_rng, restore_rng
+from heedful.training.state import TrainerState, capture_cuda_rng, capture_rng, restore_rng
 from heedful.training.step import StepRunner, StepStats, build_optimizer
 
 __all__ = ["TrainError", "TrainResult", "Trainer", "train"]
@@ -74,11 +74,13 @@ class TrainResult:
 
 @dataclass
 class _Window:
-    """Training figures since the last ``log_every`` report."""
+    """Training figures since the last ``log_every`` report. ``loss``: this rank's summed
+    loss, kept on the device until the report reads it (one host synchronisation per
+    window, not per update)."""
 
     start: float
     tokens: int = 0
-    loss: float = 0.0
+    loss: torch.Tensor | float = 0.0
 
 
 class Trainer:
@@ -183,11 +185,17 @@ class Trainer:
             return "max_steps"
         if self.tc.max_epochs is not None and self.stream.completed_epochs >= self.tc.max_epochs:
             return "max_epochs"
-        # rank 0's clock decides, so every rank stops after the same step
-        over = self.deadline is not None and time.monotonic() >= self.deadline
-        if self.ctx.any(self.ctx.is_main and over):
-            return "time budget"
-        return None
+        # rank 0's clock decides, so every rank stops after the same step. Under torchrun the
+        # ranks agree at log windows only: an all-reduce every update would make each one
+        # wait for the device (the budget overruns by at most log_every updates)
+        if self.deadline is None:
+            return None
+        over = time.monotonic() >= self.deadline
+        if self.ctx.enabled:
+            if self.state.step % self.tc.log_every != 0:
+                return None
+            over = self.ctx.any(self.ctx.is_main and over)
+        return "time budget" if over else None
 
     def _draw(self) -> list[Batch]:
         """The next update's batches: every rank draws the same world x accumulate."""
@@ -210,8 +218,9 @@ class Trainer:
         """Report the loss per token and tokens/s since the last report; start a new
         window."""
         window = self.window
+        local = float(window.loss)  # the window's one wait for the device
+        loss = self.ctx.sum([local])[0] / max(window.tokens, 1)  # tokens: the global count
         rate = window.tokens / max(time.monotonic() - window.start, 1e-9)
-        loss = window.loss / max(window.tokens, 1)
         left = (max(self.deadline - time.monotonic(), 0.0) if self.deadline is not None
                 else None)
         self.reporter.window(self.state.step, self.stream.epoch, loss, rate, lr, left)
@@ -222,10 +231,10 @@ class Trainer:
     def validate_and_save(self, final: bool = False) -> bool:
         """Rank 0 validates and saves a checkpoint while the other ranks wait; returns True
         on every rank if early stopping says stop (never for the ``final`` one)."""
-        stop = self._validate_and_save_here(final) if self.ctx.is_main else False
-        if self.ctx.enabled:
-            self.ctx.barrier()
-        return self.ctx.any(stop)
+        # the others wait outside any collective: validation may outlast its timeout
+        stop = self.ctx.main_first(f"validated-{self.state.step}",
+                                   lambda: self._validate_and_save_here(final))
+        return self.ctx.any(bool(stop))
 
     def _validate_and_save_here(self, final: bool) -> bool:
         state = self.state
@@ -267,7 +276,8 @@ class Trainer:
         state.train_seconds += time.monotonic() - self.clock
         self.clock = time.monotonic()
         pos = self.stream.position()
-        state.epoch, state.index, state.rng_torch = pos["epoch"], pos["index"], capture_rng()
+        state.epoch, state.index = pos["epoch"], pos["index"]
+        state.rng_torch, state.rng_cuda = capture_rng(), capture_cuda_rng()
         save_checkpoint(self.run_dir, state.step, self.model, state.to_json(),
                         self.runner.optimizer, self.tc.keep_last, is_best)
 
@@ -276,9 +286,18 @@ class Trainer:
 
 
 def _configure_runtime(tc: TrainConfig, ctx: distributed.DistContext) -> None:
-    """Threads, and the precision checks that must fail before any work is done."""
+    """Threads, the GPU's math modes, and the precision checks that must fail before any
+    work is done."""
     if tc.threads is not None:
         torch.set_num_threads(tc.threads)
+    if ctx.device.type == "cuda":
+        from heedful.runtime.device import configure_cuda_math
+
+        configure_cuda_math(tf32=tc.tf32)
+    if tc.deterministic:
+        from heedful.runtime.device import use_deterministic_kernels
+
+        use_deterministic_kernels()
     if tc.precision == "fp16" and ctx.device.type != "cuda":
         raise TrainError("train.precision: fp16 needs a CUDA GPU; use bf16 (or fp32) on CPU")
     if tc.precision == "bf16" and ctx.device.type == "cpu":
@@ -296,13 +315,11 @@ def _configure_runtime(tc: TrainConfig, ctx: distributed.DistContext) -> None:
 def _prepare_in_rank_order(cfg: Config, run_dir: Path, ctx: distributed.DistContext,
                            init_dir: Path | None, workers: int) -> PreparedData:
     """:func:`prepare_data`, rank 0 first: it checks the store (building it, and the
-    tokenizer, if missing or stale); the other ranks then map the same files."""
-    if not ctx.is_main:
-        ctx.barrier()
-        return prepare_data(cfg, run_dir, check=False)
-    data = prepare_data(cfg, run_dir, tokenizer_from=init_dir, workers=workers)
-    ctx.barrier()
-    return data
+    tokenizer, if missing or stale) while the other ranks wait outside any collective (it can
+    take longer than a collective's timeout); they then map the same files."""
+    data = ctx.main_first("prepared", lambda: prepare_data(
+        cfg, run_dir, tokenizer_from=init_dir, workers=workers))
+    return data if data is not None else prepare_data(cfg, run_dir, check=False)
 
 
 def _resume(run_dir: Path, model: Seq2SeqModel, optimizer: torch.optim.Optimizer,
@@ -319,7 +336,7 @@ def _resume(run_dir: Path, model: Seq2SeqModel, optimizer: torch.optim.Optimizer
     load_model_weights(model, ckpt)
     load_optimizer(optimizer, ckpt, saved["optimizer_param_groups"])
     state = TrainerState.from_json(saved)
-    restore_rng(saved["rng_torch"])
+    restore_rng(saved["rng_torch"], saved.get("rng_cuda"))
     reporter.resumed(ckpt, state.step)
     return state
 
@@ -364,7 +381,7 @@ def train(
     if distributed.env_rank() == 0:  # under torchrun, rank 0 alone writes the run directory
         save_config(config, run_dir / "config.yaml")
     with Reporter(run_dir, distributed.env_rank(), progress) as reporter:
-        ctx = distributed.setup(config.train.device)
+        ctx = distributed.setup(config.train.device, config.train.dist_timeout_minutes)
         try:
             result = Trainer.setup(config, run_dir, ctx, reporter, resume, init_from,
                                    prepare_workers).fit()
