@@ -1,7 +1,7 @@
 """Training on a CUDA GPU: the same update as on the CPU for every architecture, exact
 resume, a GPU checkpoint that loads on the CPU, bf16 RNNs kept out of fp16, DDP over nccl.
 
-Marked ``cuda``: collected everywhere, skipped with the reason where there is no GPU (see
+Marked ``cuda`` (all but the CPU check of their configurations): collected everywhere, skipped with the reason where there is no GPU (see
 tests/conftest.py); ``benchmarks/gpu_check.sh`` runs them on a GPU machine.
 """
 
@@ -24,12 +24,13 @@ from heedful.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from heedful.training import distributed
 from heedful.training.step import StepRunner, build_optimizer
 
-pytestmark = pytest.mark.cuda
+cuda = pytest.mark.cuda
 
 ARCHS = {
     "rnn": {"arch": "rnn", "embed_dim": 32, "hidden_dim": 32},
-    "transformer": {"arch": "transformer", "embed_dim": 32, "hidden_dim": 32, "ff_dim": 64,
-                    "heads": 4, "encoder_layers": 2, "decoder_layers": 2},
+    "transformer": {"arch": "transformer", "attention": "multihead", "attention_heads": 4,
+                    "embed_dim": 32, "hidden_dim": 32, "ff_dim": 64, "encoder_layers": 2,
+                    "decoder_layers": 2, "input_feeding": False},
     "conv": {"arch": "conv", "attention": "dot", "embed_dim": 32, "hidden_dim": 32,
              "encoder_layers": 2, "decoder_layers": 2},
 }
@@ -55,12 +56,20 @@ def _one_step(arch: str, device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
 
+@cuda
 @pytest.mark.parametrize("arch", sorted(ARCHS))
 def test_one_update_on_the_gpu_equals_the_cpus(arch: str) -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
     cpu, gpu = _one_step(arch, torch.device("cpu")), _one_step(arch, torch.device("cuda"))
     for name in cpu:
         torch.testing.assert_close(gpu[name], cpu[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_the_gpu_rows_build_and_train_on_the_cpu(arch: str) -> None:
+    """The configurations above are checked here, where the ``cuda`` tests cannot run."""
+    weights = _one_step(arch, torch.device("cpu"))
+    assert all(torch.isfinite(w).all() for w in weights.values())
 
 
 def _data(sample_files) -> list[str]:
@@ -76,6 +85,7 @@ TINY = ["tokenizer.vocab_size=500", "model.embed_dim=32", "model.hidden_dim=32",
         "data.dev_limit=20", "decode.beam_size=1"]
 
 
+@cuda
 def test_resume_on_the_gpu_is_exact_and_its_checkpoint_loads_on_the_cpu(
         tmp_path: Path, sample_files) -> None:
     whole, parts = tmp_path / "whole", tmp_path / "parts"
@@ -96,6 +106,7 @@ def test_resume_on_the_gpu_is_exact_and_its_checkpoint_loads_on_the_cpu(
     assert cpu.translate(["Y dijo Dios."], beam_size=1)[0].text is not None
 
 
+@cuda
 def test_bf16_autocast_keeps_cudnn_rnns_out_of_fp16() -> None:
     from heedful.nn.rnn import bf16_autocast_on_cuda, run_rnn
 
@@ -108,6 +119,7 @@ def test_bf16_autocast_keeps_cudnn_rnns_out_of_fp16() -> None:
     torch.testing.assert_close(out, rnn(x)[0], rtol=1e-3, atol=1e-3)
 
 
+@cuda
 def test_ddp_over_nccl_with_one_rank_gives_the_plain_update() -> None:
     """The DDP wrapping, hooks and nccl all-reduce of one rank change nothing."""
     import torch.distributed as dist
@@ -137,6 +149,7 @@ def test_ddp_over_nccl_with_one_rank_gives_the_plain_update() -> None:
         dist.destroy_process_group()
 
 
+@cuda
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs")
 @pytest.mark.timeout(900)
 def test_two_nccl_ranks_match_one_process(tmp_path: Path, sample_files) -> None:
