@@ -134,13 +134,18 @@ def dialogue() -> Config:
     }, "preset dialogue")
 
 
-BENCH_CONFIGS = ("rnn", "transformer")
-"""The configurations ``heedful bench`` measures (see :mod:`heedful.bench`)."""
+BENCH_CONFIGS = ("rnn", "transformer", "transformer-base")
+"""The configurations ``heedful bench`` can measure (see :mod:`heedful.bench`); without
+``--only`` it measures :data:`DEFAULT_BENCH`."""
+DEFAULT_BENCH = ("rnn", "transformer")
+"""The peers' two shapes; ``transformer-base`` (Vaswani et al.'s base shape) is for GPUs."""
 
 
 def bench_config(name: str) -> Config:
-    """The fixed benchmark configuration ``rnn`` or ``transformer``: the peers' shapes (see
-    :mod:`heedful.bench`), 4,096-token batches, Adam at a constant 1e-3, label smoothing 0.1.
+    """The fixed benchmark configuration ``rnn`` or ``transformer`` (the peers' shapes, see
+    :mod:`heedful.bench`, 4,096-token batches) or ``transformer-base`` (6+6 layers, d_model
+    512, 8 heads, feed-forward 2048, 16,384-token batches); Adam at a constant 1e-3, label
+    smoothing 0.1.
 
     Raises :class:`UnknownNameError` (a ``KeyError``) for any other name."""
     common = {"train": {"batch_tokens": 4096, "lr": 1e-3, "schedule": "constant",
@@ -153,6 +158,13 @@ def bench_config(name: str) -> Config:
     elif name == "transformer":
         base = transformer_small()
         update = {"model": {"dropout": 0.1}, **common}
+    elif name == "transformer-base":
+        # Vaswani et al. 2017's base shape, 16k-token batches: a GPU-sized step
+        base = transformer_small()
+        update = {"model": {"dropout": 0.1, "embed_dim": 512, "hidden_dim": 512,
+                            "ff_dim": 2048, "attention_heads": 8, "encoder_layers": 6,
+                            "decoder_layers": 6},
+                  "train": {**common["train"], "batch_tokens": 16384}}
     else:
         raise UnknownNameError(f"unknown benchmark configuration {name!r}; choose from "
                                f"{', '.join(BENCH_CONFIGS)}")
