@@ -1,8 +1,9 @@
 """Training on a CUDA GPU: the same update as on the CPU for every architecture, exact
 resume, a GPU checkpoint that loads on the CPU, bf16 RNNs kept out of fp16, DDP over nccl.
 
-Marked ``cuda`` (all but the CPU check of their configurations): collected everywhere, skipped with the reason where there is no GPU (see
-tests/conftest.py); ``benchmarks/gpu_check.sh`` runs them on a GPU machine.
+Marked ``cuda`` (all but the CPU check of their configurations): collected everywhere, skipped
+with the reason where there is no GPU (see tests/conftest.py); ``benchmarks/gpu_check.sh`` runs
+them on a GPU machine.
 """
 
 from __future__ import annotations
