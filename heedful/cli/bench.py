@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING, Any
 
-from heedful.errors import ConfigError
+from heedful.cli.options import DEVICE_HELP
 
 if TYPE_CHECKING:
     from heedful.cli.options import Subparsers
@@ -29,9 +29,10 @@ def register(subparsers: Subparsers) -> None:
     p.add_argument("--quantize", choices=["int8"], help="decode with int8 dynamic quantization")
     p.add_argument("--beam-stop", choices=["certain", "top_finished"], default="top_finished",
                    help="beam search stopping rule (default top_finished, the peers' rule)")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                   help="training arithmetic: fp32 (default, as the peers on a CPU) or bf16 "
-                        "autocast (as train.precision=bf16)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="training arithmetic: fp32 (default, as the peers on a CPU), bf16 "
+                        "autocast (as train.precision=bf16) or fp16 autocast (GPU only)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP + "; decoding as well")
     p.add_argument("--compile", action="store_true", help="train through torch.compile")
     p.add_argument("--profile", metavar="FILE",
                    help="also profile 5 updates (torch.profiler); top ops written to FILE")
@@ -47,20 +48,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Measure training and decoding speed on the rnn and transformer benchmark
     configurations; one configuration runs here, several each in a fresh process."""
     from heedful.bench import BENCH_CONFIGS, format_table, run_isolated, run_one
-    from heedful.runtime.precision import check_cpu_precision
+    from heedful.runtime.device import resolve_device
+    from heedful.runtime.precision import check_precision
 
+    device = resolve_device(args.device)  # a missing GPU or bad precision: one line, now
     if not args.skip_training:
-        try:
-            check_cpu_precision(args.precision, key="--precision")
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
+        check_precision(args.precision, device, key="--precision")
     names = args.only or list(BENCH_CONFIGS)
     models = {"rnn": args.rnn_model, "transformer": args.transformer_model}
     if len(names) == 1:  # this process measures it
         name = names[0]
         reports = [run_one(name, args.steps, args.warmup, args.threads, models[name],
                            args.test_limit, args.quantize, args.compile, args.profile,
-                           args.skip_training, args.beam_stop, args.precision)]
+                           args.skip_training, args.beam_stop, args.precision, args.device)]
     else:  # one fresh process per configuration: separate peak RSS
         reports = [run_isolated(name, _isolated_argv(args, name, models[name]))
                    for name in names]
@@ -83,7 +83,8 @@ def _isolated_argv(args: argparse.Namespace, name: str, model: str | None) -> li
     for flag, value in options:
         if value is not None:
             argv += [flag, str(value)]
-    argv += ["--beam-stop", args.beam_stop, "--precision", args.precision,
+    argv += ["--beam-stop", args.beam_stop, "--precision", args.precision, "--device",
+             args.device,
              *(["--compile"] if args.compile else [])]
     argv += ["--skip-training"] if args.skip_training else []
     return argv
