@@ -50,14 +50,14 @@ if TYPE_CHECKING:
     from heedful.data import Batch
     from heedful.training.step import StepRunner
 
-PEAK_TFLOPS: dict[str, dict[str, float]] = {
+PEAK_TFLOPS: dict[str, dict[str, float]] = {  # NVIDIA's H100/H200 data sheets
     "H200": {"bf16": 989.0, "fp16": 989.0, "fp32": 494.7},
     "H100 80GB HBM3": {"bf16": 989.0, "fp16": 989.0, "fp32": 494.7},  # the SXM card's name
     "H100 SXM": {"bf16": 989.0, "fp16": 989.0, "fp32": 494.7},
 }
 """Data-sheet dense (no sparsity) tensor-core peaks in TFLOP/s by precision, keyed by a part of
 ``torch.cuda.get_device_name``; fp32 is the TF32 peak (fp32 products on tensor cores, which
-``torch.backends.cuda.matmul.allow_tf32`` turns on; without it fp32 runs far below)."""
+``torch.set_float32_matmul_precision("high")`` allows; without it fp32 runs far below)."""
 MEASURED_CEILING_TFLOPS = 790.0
 """The bf16 dense matrix-product rate measured on an H200 (~790 TFLOP/s of the data sheet's
 989): the fraction of it says how close training gets to what the card reaches in practice."""
@@ -194,8 +194,9 @@ def utilization(flops_per_token: float, tokens_per_s: float, device: torch.devic
             "mfu": None if peak is None else round(achieved / peak, 4),
             "fraction_of_measured_ceiling": (round(achieved / MEASURED_CEILING_TFLOPS, 4)
                                              if ceiling else None),
-            "tf32": (torch.backends.cuda.matmul.allow_tf32 if device.type == "cuda"
-                     else None)}
+            # whether fp32 products may run as TF32 (the fp32 peak above assumes they do)
+            "tf32": (torch.get_float32_matmul_precision() != "highest"
+                     if device.type == "cuda" else None)}
 
 
 def _training_setup(config: Config, compile_model: bool, precision: str,

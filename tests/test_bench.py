@@ -84,7 +84,10 @@ def test_training_measurement_counts_real_target_tokens(precision: str) -> None:
 
 
 def test_training_measurement_rejects_an_unknown_precision() -> None:
-    with pytest.raises(ValueError, match="unknown precision 'fp16'; choose fp32 or bf16"):
+    with pytest.raises(ValueError, match="unknown precision 'int8'; choose fp32, bf16 or fp16"):
+        bench_training(bench_config("rnn"), steps=1, warmup=0, precision="int8")
+    # fp16 autocast is for GPUs (with loss scaling); the CPU is refused before any work
+    with pytest.raises(ConfigError, match="--precision: fp16 runs on a CUDA GPU only"):
         bench_training(bench_config("rnn"), steps=1, warmup=0, precision="fp16")
 
 

@@ -58,10 +58,11 @@ class KVCache:
     length: int
 
     @classmethod
-    def of(cls, keys: Tensor, values: Tensor, capacity: int = KV_CAPACITY) -> KVCache:
-        """A cache holding ``keys`` and ``values`` (B, H, T, Dh), room for ``capacity``."""
+    def of(cls, keys: Tensor, values: Tensor, capacity: int | None = None) -> KVCache:
+        """A cache holding ``keys`` and ``values`` (B, H, T, Dh), with room for ``capacity``
+        positions (default :data:`KV_CAPACITY`)."""
         b, h, t, d = keys.shape
-        size = (b, h, max(capacity, t), d)
+        size = (b, h, max(capacity or KV_CAPACITY, t), d)
         return cls(keys.new_empty(size), values.new_empty(size), 0).append(keys, values)
 
     def append(self, keys: Tensor, values: Tensor) -> KVCache:
