@@ -75,7 +75,9 @@ def repeat_rows(state: Any, n: int, k: int) -> Any:
     encoder memory and cross-attention keys/values) offers ``repeat_rows(n, k)``; any other
     is gathered row by row with ``select``.
     """
-    if k > 1 and hasattr(state, "repeat_rows"):
+    if k == 1:  # each row once, in order: the state as it is
+        return state
+    if hasattr(state, "repeat_rows"):
         return state.repeat_rows(n, k)
     return state.select(torch.arange(n).repeat_interleave(k))
 
@@ -285,7 +287,7 @@ def beam_search(model: Decodable, src: Tensor, src_mask: Tensor, max_len: Tensor
             alive_scores = [c_score[j] for j in alive]
             # which sentences are done?
             if t + 1 >= caps[sent]:
-                for b in range(k):  # out of room: the alive beams end here, without EOS
+                for b in range(len(alive)):  # out of room: the alive beams end here, no EOS
                     if alive_scores[b] > float("-inf"):
                         toks, lps = _backtrack(history[sent], b)
                         finalize(sent, toks, lps, None if hist_attn is None else hist_attn[i, b])
@@ -335,9 +337,9 @@ def _hypothesis(toks: list[int], lps: list[float], attn: Tensor | None, src_len:
                 alpha: float, dtype: torch.dtype) -> Hypothesis:
     """A finished beam: tokens (T,), their log-probs (T,), attention (T, L, H, S) or None.
 
-    The total is summed as a tensor of the log-probs' dtype, as torch sums on the CPU, so
-    it is the same number wherever the search ran."""
-    total = float(torch.tensor(lps, dtype=dtype).sum())
+    The total is summed as a CPU tensor of the log-probs' dtype (the host has them already;
+    on the CPU, torch's sum of a vector, as before the history moved to the host)."""
+    total = float(torch.tensor(lps, dtype=dtype, device="cpu").sum())
     return Hypothesis(toks, total, total / length_penalty(len(toks), alpha), lps,
                       None if attn is None else attn[:, :, :, :src_len].clone())
 
