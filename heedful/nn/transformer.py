@@ -306,8 +306,8 @@ class TransformerSeq2Seq(Seq2SeqModel):
                  kv_cache: Literal["auto", "grow", "preallocated"] = "auto") -> None:
         """``kv_cache``: how step-by-step decoding keeps the self-attention keys/values:
         ``grow`` (``torch.cat`` per step), ``preallocated`` (:class:`KVCache`), ``auto`` =
-        preallocated on a GPU, where launching fewer and smaller copies pays, grown on the CPU
-        (where the explicit attention formula reads contiguous keys fastest)."""
+        preallocated on a GPU, where fewer and smaller copies per step pay, grown on the CPU
+        (as before: its measured speed and outputs stay as they were)."""
         super().__init__()
         self.dim = dim
         self.kv_cache = kv_cache
