@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from heedful.errors import ConfigError
+
 
 def cpu_has_native_bf16() -> bool:
     """True if oneDNN can run bf16 kernels on this CPU."""
@@ -43,8 +45,6 @@ def check_precision(precision: str, device: torch.device, key: str = "--precisio
     """Raise :class:`~heedful.errors.ConfigError` naming ``key`` if ``precision`` cannot run
     on ``device``: fp16 runs on CUDA only (CPU autocast's fp16 kernels are emulated and
     slower than fp32), bf16 on the CPU only where :func:`check_cpu_precision` allows it."""
-    from heedful.errors import ConfigError
-
     if precision not in PRECISIONS:
         raise ConfigError(f"{key}: {precision!r} is not a precision; use fp32, bf16 or fp16")
     if precision == "fp16" and device.type != "cuda":
