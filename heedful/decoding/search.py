@@ -229,33 +229,26 @@ def beam_search(model: Decodable, src: Tensor, src_mask: Tensor, max_len: Tensor
     step have the same length, so the raw-score best is also the length-normalised best).
 
     The device keeps the running scores, the attention history and the decoder state; the
-    host keeps each sentence's search as back-pointers (per step: each beam's parent beam,
-    token and log-prob), filled from one device-to-host copy of the step's candidates, and
-    decides from it which hypotheses finish and which sentences are done.
+    host keeps each sentence's search as back-pointers (:class:`_Beams`), filled from one
+    device-to-host copy of the step's candidates, and decides from them which hypotheses
+    finish and which sentences are done.
     """
     if stop not in ("certain", "top_finished"):
         raise ValueError(f"unknown beam stop rule {stop!r}; choose certain or top_finished")
     if n_best > beam_size:
         raise ValueError(f"n_best ({n_best}) cannot exceed beam_size ({beam_size})")
     k, n_total, device = beam_size, src.size(0), src.device
-    src_lens, caps = src_mask.sum(1).tolist(), max_len.tolist()  # per sentence
+    book = _Beams(k, n_best, alpha, stop, max_len.tolist(), src_mask.sum(1).tolist())
     state = repeat_rows(model.init_state(model.encode(src, src_mask)), n_total, k)
     sents = list(range(n_total))  # sentence id of each active batch slot; beam 0 alone at t = 0
     scores = torch.full((n_total, k), float("-inf"), device=device)
     scores[:, 0] = 0.0
     hist_attn: Tensor | None = None
     prev = torch.full((n_total * k,), BOS_ID, dtype=torch.long, device=device)
-    finished: list[list[Hypothesis]] = [[] for _ in range(n_total)]
-    history: list[list[_Step]] = [[] for _ in range(n_total)]
-    lp_dtype = torch.get_default_dtype()
-
-    def finalize(sent: int, toks: list[int], lps: list[float], attn: Tensor | None) -> None:
-        finished[sent].append(_hypothesis(toks, lps, attn, src_lens[sent], alpha, lp_dtype))
-
-    for t in range(max(caps, default=0)):
+    for t in range(max(book.caps, default=0)):
         n = len(sents)
         logp, state, attn = model.step(prev, state, return_attention)
-        lp_dtype = torch.promote_types(lp_dtype, logp.dtype)
+        book.lp_dtype = torch.promote_types(book.lp_dtype, logp.dtype)
         top_scores, beam_idx, tok, flat_lp = _top_candidates(scores, logp, n, k)
         base = torch.arange(n, device=device).unsqueeze(1)
         # alive: the first k non-EOS candidates (stable order = by score; a beam has one EOS
@@ -269,30 +262,12 @@ def beam_search(model: Decodable, src: Tensor, src_mask: Tensor, max_len: Tensor
             step_attn = attn.view(n, k, *attn.shape[1:])[base, new_beam].unsqueeze(2)
             hist_attn = step_attn if hist_attn is None else torch.cat(
                 [hist_attn[base, new_beam], step_attn], 2)
+        rows = _StepAttention(parent_attn, attn, hist_attn, n, k)
         # the step's one device-to-host copy: each candidate's score, parent, token, log-prob
-        cand_scores, cand_beams, cand_toks, cand_lps = host_values(top_scores, beam_idx, tok,
-                                                                   flat_lp)
+        cands = host_values(top_scores, beam_idx, tok, flat_lp)
         keep = []
         for i, sent in enumerate(sents):
-            c_score, c_beam, c_tok, c_lp = cand_scores[i], cand_beams[i], cand_toks[i], cand_lps[i]
-            for j in range(k):  # EOS among the top k (a sentence's best continuations)
-                if c_tok[j] == EOS_ID and c_score[j] > float("-inf"):
-                    b = int(c_beam[j])
-                    toks, lps = _backtrack(history[sent], b)
-                    finalize(sent, [*toks, EOS_ID], [*lps, c_lp[j]],
-                             _attention_rows(parent_attn, attn, n, k, i, b))
-            alive = [j for j in range(len(c_tok)) if c_tok[j] != EOS_ID][:k]
-            history[sent].append(_Step([int(c_beam[j]) for j in alive],
-                                       [int(c_tok[j]) for j in alive], [c_lp[j] for j in alive]))
-            alive_scores = [c_score[j] for j in alive]
-            # which sentences are done?
-            if t + 1 >= caps[sent]:
-                for b in range(len(alive)):  # out of room: the alive beams end here, no EOS
-                    if alive_scores[b] > float("-inf"):
-                        toks, lps = _backtrack(history[sent], b)
-                        finalize(sent, toks, lps, None if hist_attn is None else hist_attn[i, b])
-            elif not _sentence_done(stop, finished[sent], n_best, c_tok[0] == EOS_ID,
-                                    alive_scores[0], caps[sent], alpha):
+            if book.advance(t, i, sent, [c[i] for c in cands], rows):
                 keep.append(i)
         if not keep:
             break
@@ -308,7 +283,7 @@ def beam_search(model: Decodable, src: Tensor, src_mask: Tensor, max_len: Tensor
         else:
             state = reorder_beams(state, (base * k + new_beam).view(-1), None)
         prev = new_tok.view(-1)
-    return [sorted(f, key=lambda h: h.norm_score, reverse=True)[:n_best] for f in finished]
+    return [sorted(f, key=lambda h: h.norm_score, reverse=True)[:n_best] for f in book.finished]
 
 
 @dataclass
@@ -319,6 +294,78 @@ class _Step:
     parents: list[int]
     tokens: list[int]
     log_probs: list[float]
+
+
+@dataclass
+class _StepAttention:
+    """A beam step's attention, for the hypotheses that end in it: the history before the
+    step (n, k, T, L, H, S), the step's rows (n * k, L, H, S), the history after it
+    (n, k, T + 1, L, H, S); all None without attention."""
+
+    before: Tensor | None
+    step: Tensor | None
+    after: Tensor | None
+    n: int
+    k: int
+
+    def ending_with_eos(self, i: int, b: int) -> Tensor | None:
+        """Slot i's EOS candidate from parent beam b: (T + 1, L, H, S)."""
+        return _attention_rows(self.before, self.step, self.n, self.k, i, b)
+
+    def ending_at_cap(self, i: int, b: int) -> Tensor | None:
+        """Slot i's alive beam b, out of room: (T + 1, L, H, S)."""
+        return None if self.after is None else self.after[i, b]
+
+
+@dataclass
+class _Beams:
+    """Beam search's bookkeeping on the host: per sentence, its search as back-pointers
+    (``history``: one :class:`_Step` per step) and its finished hypotheses."""
+
+    k: int
+    n_best: int
+    alpha: float
+    stop: str
+    caps: list[int]
+    src_lens: list[int]
+    lp_dtype: torch.dtype = field(default_factory=torch.get_default_dtype)
+    history: list[list[_Step]] = field(init=False)
+    finished: list[list[Hypothesis]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.history = [[] for _ in self.caps]
+        self.finished = [[] for _ in self.caps]
+
+    def advance(self, t: int, i: int, sent: int, cand: list[list[float]],
+                attention: _StepAttention) -> bool:
+        """Sentence ``sent`` (batch slot i) at step t, from its 2k candidates ``cand`` (their
+        total scores, parent beams, tokens, own log-probs, best first): an EOS among the top k
+        finishes a hypothesis; the first k others are its beams from now on (finished there
+        if the sentence is out of room). Returns whether the sentence stays in the search."""
+        score, beam, tok, lp = cand
+        history, k = self.history[sent], self.k
+        for j in range(k):  # EOS among the top k (a sentence's best continuations)
+            if tok[j] == EOS_ID and score[j] > float("-inf"):
+                b = int(beam[j])
+                toks, lps = _backtrack(history, b)
+                self._finish(sent, [*toks, EOS_ID], [*lps, lp[j]],
+                             attention.ending_with_eos(i, b))
+        alive = [j for j in range(len(tok)) if tok[j] != EOS_ID][:k]
+        history.append(_Step([int(beam[j]) for j in alive], [int(tok[j]) for j in alive],
+                             [lp[j] for j in alive]))
+        if t + 1 >= self.caps[sent]:
+            for b, j in enumerate(alive):  # out of room: the alive beams end here, without EOS
+                if score[j] > float("-inf"):
+                    self._finish(sent, *_backtrack(history, b), attention.ending_at_cap(i, b))
+            return False
+        return not _sentence_done(self.stop, self.finished[sent], self.n_best,
+                                  tok[0] == EOS_ID, score[alive[0]], self.caps[sent],
+                                  self.alpha)
+
+    def _finish(self, sent: int, toks: list[int], lps: list[float], attn: Tensor | None
+                ) -> None:
+        self.finished[sent].append(_hypothesis(toks, lps, attn, self.src_lens[sent],
+                                               self.alpha, self.lp_dtype))
 
 
 def _backtrack(steps: list[_Step], beam: int) -> tuple[list[int], list[float]]:
