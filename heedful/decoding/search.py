@@ -288,11 +288,13 @@ def beam_search(model: Decodable, src: Tensor, src_mask: Tensor, max_len: Tensor
 
 @dataclass
 class _Step:
-    """One step of one sentence's beams, on the host: beam b's parent beam (at the step
-    before), token and log-prob."""
+    """One step of one sentence's beams, on the host: the step's 2k candidates (their parent
+    beams at the step before, tokens and own log-probs, as copied from the device) and which
+    of them became beams 0..k-1 (``alive``)."""
 
-    parents: list[int]
-    tokens: list[int]
+    alive: list[int]
+    parents: list[float]
+    tokens: list[float]
     log_probs: list[float]
 
 
@@ -351,8 +353,7 @@ class _Beams:
                 self._finish(sent, [*toks, EOS_ID], [*lps, lp[j]],
                              attention.ending_with_eos(i, b))
         alive = [j for j in range(len(tok)) if tok[j] != EOS_ID][:k]
-        history.append(_Step([int(beam[j]) for j in alive], [int(tok[j]) for j in alive],
-                             [lp[j] for j in alive]))
+        history.append(_Step(alive, beam, tok, lp))
         if t + 1 >= self.caps[sent]:
             for b, j in enumerate(alive):  # out of room: the alive beams end here, without EOS
                 if score[j] > float("-inf"):
@@ -372,9 +373,10 @@ def _backtrack(steps: list[_Step], beam: int) -> tuple[list[int], list[float]]:
     """The tokens and log-probs of ``beam`` after the last of ``steps``, oldest first."""
     toks, lps = [], []
     for step in reversed(steps):
-        toks.append(step.tokens[beam])
-        lps.append(step.log_probs[beam])
-        beam = step.parents[beam]
+        j = step.alive[beam]
+        toks.append(int(step.tokens[j]))
+        lps.append(step.log_probs[j])
+        beam = int(step.parents[j])
     toks.reverse()
     lps.reverse()
     return toks, lps
