@@ -50,10 +50,15 @@ def penalize_repeats(log_probs: Tensor, history: Sequence[Sequence[int]], penalt
     if penalty == 1.0:
         return log_probs
     out = log_probs.clone()
+    rows: list[int] = []
+    tokens: list[int] = []
     for r, seen in enumerate(history):
-        if seen:
-            idx = torch.tensor(sorted(set(seen)), device=log_probs.device)
-            out[r, idx] = out[r, idx] * penalty
+        once = sorted(set(seen))
+        rows += [r] * len(once)
+        tokens += once
+    if tokens:  # every row's tokens in one host-to-device copy
+        index = torch.tensor([rows, tokens], device=log_probs.device)
+        out[index[0], index[1]] = out[index[0], index[1]] * penalty
     return out
 
 
@@ -61,17 +66,21 @@ def block_ngrams(log_probs: Tensor, history: Sequence[Sequence[int]], n: int) ->
     """Ban (-inf) each token that would repeat an n-gram already in the row's history."""
     if n <= 0:
         return log_probs
-    out = log_probs
+    rows: list[int] = []
+    tokens: list[int] = []
     for r, seen in enumerate(history):
         if len(seen) < n:
             continue
         prefix = tuple(seen[len(seen) - n + 1 :]) if n > 1 else ()
-        banned = {seen[i + n - 1] for i in range(len(seen) - n + 1)
-                  if tuple(seen[i : i + n - 1]) == prefix}
-        if banned:
-            if out is log_probs:
-                out = log_probs.clone()
-            out[r, sorted(banned)] = float("-inf")
+        banned = sorted({seen[i + n - 1] for i in range(len(seen) - n + 1)
+                         if tuple(seen[i : i + n - 1]) == prefix})
+        rows += [r] * len(banned)
+        tokens += banned
+    if not tokens:
+        return log_probs
+    out = log_probs.clone()
+    index = torch.tensor([rows, tokens], device=log_probs.device)  # one host-to-device copy
+    out[index[0], index[1]] = float("-inf")
     return out
 
 
