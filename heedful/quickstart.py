@@ -33,7 +33,8 @@ def quickstart(minutes: float = 15.0, run_dir: Path = Path("runs/quickstart"),
     print(f"heedful quickstart: training the '{config.name}' preset on bible-es-en for "
           f"{minutes - reserve:.1f} of {minutes:.1f} minutes (run dir {run_dir})", flush=True)
     result = train(config, run_dir, progress=progress)
-    translator = Translator.from_checkpoint(run_dir)
+    # the test set decodes where the model trained (train.device: auto = the GPU if any)
+    translator = Translator.from_checkpoint(run_dir, device=config.train.device)
     test = load_split(config.data, "test")
     assert test is not None
     src, ref = test.src[:test_limit], test.tgt[:test_limit]

@@ -84,7 +84,10 @@ def test_training_measurement_counts_real_target_tokens(precision: str) -> None:
 
 
 def test_training_measurement_rejects_an_unknown_precision() -> None:
-    with pytest.raises(ValueError, match="unknown precision 'fp16'; choose fp32 or bf16"):
+    with pytest.raises(ValueError, match="unknown precision 'int8'; choose fp32, bf16 or fp16"):
+        bench_training(bench_config("rnn"), steps=1, warmup=0, precision="int8")
+    # fp16 autocast is for GPUs (with loss scaling); the CPU is refused before any work
+    with pytest.raises(ConfigError, match="--precision: fp16 runs on a CUDA GPU only"):
         bench_training(bench_config("rnn"), steps=1, warmup=0, precision="fp16")
 
 
@@ -127,3 +130,13 @@ def test_decoding_measurement_on_the_shipped_model() -> None:
         assert report[f"{name}_bleu"] > 5  # a trained model: real translations
     table = format_table([{"config": "rnn", **report}])
     assert "beam-5 tok/s" in table
+
+
+def test_the_command_lines_bench_names_are_the_presets() -> None:
+    from heedful.cli.bench import BENCH_NAMES
+    from heedful.presets import BENCH_CONFIGS, DEFAULT_BENCH, bench_config
+
+    assert tuple(BENCH_NAMES) == BENCH_CONFIGS and set(DEFAULT_BENCH) <= set(BENCH_CONFIGS)
+    base = bench_config("transformer-base")
+    assert (base.model.embed_dim, base.model.ff_dim, base.model.encoder_layers,
+            base.model.decoder_layers, base.train.batch_tokens) == (512, 2048, 6, 6, 16384)

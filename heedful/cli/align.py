@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from heedful.cli.options import add_align_options, align_settings
+from heedful.cli.options import add_align_options, add_device_options, align_settings
 from heedful.cli.streams import output, pair_chunks
 from heedful.errors import DataError
 
@@ -32,6 +32,7 @@ def register(subparsers: Subparsers) -> None:
     p.add_argument("--dev-align-possible", metavar="GOLD2", help="dev possible links")
     p.add_argument("--json", action="store_true")
     add_align_options(p)
+    add_device_options(p, precision=False)
     p.set_defaults(func=cmd_align)
 
 
@@ -41,7 +42,7 @@ def cmd_align(args: argparse.Namespace) -> int:
     from heedful.decoding.translator import Translator, resolve_run_dir
 
     run_dir = resolve_run_dir(args.run_dir)
-    translator = Translator.from_checkpoint(run_dir)
+    translator = Translator.from_checkpoint(run_dir, device=args.device)
     if args.tune:
         _tune(args, translator, run_dir)
         if not (args.src or args.tgt):

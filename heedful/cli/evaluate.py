@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from heedful.cli.options import (
     add_align_options,
     add_decode_options,
+    add_device_options,
     align_settings,
     decode_overrides,
 )
@@ -70,6 +71,7 @@ def _add_evaluate(subparsers: Subparsers) -> None:
                    help="gold sure links (Pharaoh i-j, one line per sentence)")
     g.add_argument("--align-possible", metavar="GOLD2", help="gold possible links")
     add_align_options(p)
+    add_device_options(p)
     add_decode_options(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -86,6 +88,7 @@ def _add_compare(subparsers: Subparsers) -> None:
     p.add_argument("--plot", default="compare.png", help="PNG of the curves (default %(default)s)")
     p.add_argument("--metric", choices=["bleu", "chrf"], default="bleu")
     p.add_argument("--json", action="store_true")
+    add_device_options(p)
     add_decode_options(p)
     p.set_defaults(func=cmd_compare)
 
@@ -122,7 +125,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from heedful.decoding.translator import resolve_run_dir
 
     edges = parse_buckets(args.buckets) if args.by_length else None
-    translator = load_translator(args.run_dir, args.quantize)
+    translator = load_translator(args.run_dir, args.quantize, args.device, args.precision)
     src, ref = eval_files(args, translator)
     alignment = None
     if args.align:  # read the gold first: a bad file fails before minutes of decoding
@@ -151,7 +154,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise ConfigError(f"--labels names {len(labels)} runs but {len(args.run_dirs)} were given")
     rows: list[dict[str, Any]] = []
     for label, run in zip(labels, args.run_dirs, strict=True):
-        translator = load_translator(run, args.quantize)
+        translator = load_translator(run, args.quantize, args.device, args.precision)
         src, ref = eval_files(args, translator)
         rows.append(compare_row(translator, label, run, src, ref, edges,
                                 decode_overrides(args), args.bootstrap, progress=not args.json))

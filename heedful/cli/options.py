@@ -1,5 +1,5 @@
-"""Options shared by several commands: the decoding flags, derived from
-:class:`heedful.decoding.options.DecodeOptions`, and the alignment-extraction flags."""
+"""Options shared by several commands: the device flags, the decoding flags (derived from
+:class:`heedful.decoding.options.DecodeOptions`), and the alignment-extraction flags."""
 
 from __future__ import annotations
 
@@ -19,6 +19,24 @@ if TYPE_CHECKING:
 DECODE_GROUP_TITLE = "decoding (defaults: the run's decode config)"
 ALIGN_GROUP_TITLE = ("alignment extraction (defaults: RUN_DIR/alignment.json if tuned, "
                      "else argmax over the last layer's mean head)")
+
+
+DEVICE_GROUP_TITLE = "device"
+DEVICE_HELP = ("where the model runs: auto (default: the GPU where there is one, else the CPU), "
+               "cpu, cuda or cuda:N")
+PRECISION_HELP = ("decoding arithmetic: fp32 (default), bf16 autocast (a GPU, or a CPU with "
+                  "native bf16) or fp16 autocast (a GPU only)")
+
+
+def add_device_options(parser: argparse.ArgumentParser, precision: bool = True) -> None:
+    """``--device`` (checked by :func:`heedful.runtime.device.resolve_device` before any work)
+    and, with ``precision``, ``--precision`` for decoding: the same two on every command
+    that runs a model."""
+    group = parser.add_argument_group(DEVICE_GROUP_TITLE)
+    group.add_argument("--device", default="auto", help=DEVICE_HELP)
+    if precision:
+        group.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                           help=PRECISION_HELP)
 
 
 def decode_flag(name: str) -> str:

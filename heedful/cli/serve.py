@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from heedful.cli.options import add_device_options
 from heedful.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ def register(subparsers: Subparsers) -> None:
                    help="micro-batching wait window after the first request")
     p.add_argument("--no-micro-batching", action="store_true")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
+    add_device_options(p)
     p.set_defaults(func=cmd_serve)
 
     p = subparsers.add_parser("average", help="average a run's last N checkpoints into a new "
@@ -82,18 +84,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import torch
 
     from heedful.decoding.translator import Translator
+    from heedful.runtime.device import resolve_device
     from heedful.serving.server import ServeSettings, create_app, parse_model_args
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    models = {name: Translator.from_checkpoint(path)
+    device = resolve_device(args.device)  # a missing GPU stops here, before any model loads
+    models = {name: Translator.from_checkpoint(path, device=device, precision=args.precision)
               for name, path in parse_model_args(args.run_dir, args.model).items()}
     settings = ServeSettings(max_texts=args.max_texts, max_chars=args.max_chars,
                              timeout_s=args.timeout, micro_batching=not args.no_micro_batching,
                              max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms)
     app = create_app(models, settings)
     print(f"heedful: serving {', '.join(models)} on http://{args.host}:{args.port}/ "
-          f"(micro-batching {'on' if settings.micro_batching else 'off'})", file=sys.stderr)
+          f"({device}, {args.precision}; micro-batching "
+          f"{'on' if settings.micro_batching else 'off'})", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
-from heedful.cli.options import add_decode_options, decode_overrides
+from heedful.cli.options import add_decode_options, add_device_options, decode_overrides
 from heedful.cli.streams import iter_input, output, pair_chunks
 from heedful.errors import CheckpointError, ConfigError
 
@@ -24,6 +24,7 @@ def register(subparsers: Subparsers) -> None:
     p.add_argument("--input", "-i")
     p.add_argument("--output", "-o")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    add_device_options(p)
     add_decode_options(p)
     p.set_defaults(func=cmd_translate)
 
@@ -33,6 +34,7 @@ def register(subparsers: Subparsers) -> None:
     p.add_argument("--tgt", required=True)
     p.add_argument("-o", "--output")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    add_device_options(p, precision=False)
     p.set_defaults(func=cmd_score)
 
     p = subparsers.add_parser("attention", help="plot the attention of one translation")
@@ -43,6 +45,7 @@ def register(subparsers: Subparsers) -> None:
     p.add_argument("--layer", type=int, default=-1, help="decoder layer (default: the last)")
     p.add_argument("--grid", action="store_true", help="every layer and head as a grid")
     p.add_argument("--html", help="also write a self-contained interactive HTML page here")
+    add_device_options(p)
     add_decode_options(p)
     p.set_defaults(func=cmd_attention)
 
@@ -54,17 +57,23 @@ def register(subparsers: Subparsers) -> None:
     p.add_argument("--separator", default="<sep>")
     p.add_argument("--json", action="store_true",
                    help="one JSON object per reply, with the context the model saw")
+    add_device_options(p)
     add_decode_options(p)
     p.set_defaults(func=cmd_chat)
 
 
-def load_translator(run_dirs: str | list[str], quantize: str | None = None) -> Any:
-    """A translator for one run directory (or shipped model), or an ensemble of several,
-    quantized when ``quantize`` is given."""
+def load_translator(run_dirs: str | list[str], quantize: str | None = None,
+                    device: str = "auto", precision: str = "fp32") -> Any:
+    """A translator for one run directory (or shipped model), or an ensemble of several, on
+    ``device`` in ``precision``, quantized when ``quantize`` is given (int8 dynamic
+    quantization runs on the CPU, so ``auto`` means the CPU then)."""
     from heedful.decoding.translator import Translator
+    from heedful.runtime.device import resolve_device
 
-    translator = (Translator.from_checkpoints(run_dirs) if isinstance(run_dirs, list)
-                  else Translator.from_checkpoint(run_dirs))
+    target = resolve_device("cpu" if quantize and device == "auto" else device)
+    translator = (Translator.from_checkpoints(run_dirs, device=target, precision=precision)
+                  if isinstance(run_dirs, list)
+                  else Translator.from_checkpoint(run_dirs, device=target, precision=precision))
     if quantize:
         translator.quantize(quantize)
     return translator
@@ -73,7 +82,7 @@ def load_translator(run_dirs: str | list[str], quantize: str | None = None) -> A
 def cmd_translate(args: argparse.Namespace) -> int:
     """Translate the lines of --input (or stdin), one output line (or JSON object) each,
     streaming: a chunk of lines at a time, each written as soon as its chunk is done."""
-    translator = load_translator(args.run_dir, args.quantize)
+    translator = load_translator(args.run_dir, args.quantize, args.device, args.precision)
     results = translator.translate_stream(iter_input(args.input),
                                           progress=args.output is not None,
                                           **decode_overrides(args))
@@ -98,7 +107,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     from heedful.decoding.forced import force_decode
 
-    translator = load_translator(args.run_dir)
+    translator = load_translator(args.run_dir, device=args.device)
     tok = translator.tokenizer
     pairs, total, ntok = 0, 0.0, 0
     bar = _bar("score") if args.output is not None else None
@@ -138,7 +147,7 @@ def cmd_attention(args: argparse.Namespace) -> int:
     interactive HTML page)."""
     from heedful.analysis.plots import attention_html, plot_attention, plot_attention_grid
 
-    translator = load_translator(args.run_dir, args.quantize)
+    translator = load_translator(args.run_dir, args.quantize, args.device, args.precision)
     result = translator.translate([args.sentence], return_attention=True,
                                   **decode_overrides(args))[0]
     if result.attention is None:
@@ -174,7 +183,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     if args.context_turns < 1:
         raise ConfigError(f"--context-turns must be at least 1 (got {args.context_turns})")
-    translator = load_translator(args.run_dir, args.quantize)
+    translator = load_translator(args.run_dir, args.quantize, args.device, args.precision)
     decode = decode_overrides(args)
     translator.decode_options(**decode)  # bad options fail before the first turn
     session = ChatSession(translator, args.context_turns, args.separator, decode)

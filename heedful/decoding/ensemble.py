@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from heedful.decoding.search import repeat_rows
+from heedful.decoding.search import reorder_beams, repeat_rows
 from heedful.nn.seq2seq import Seq2SeqModel
 
 
@@ -29,6 +29,9 @@ class EnsembleState:
 
     def repeat_rows(self, n: int, k: int) -> EnsembleState:
         return EnsembleState([repeat_rows(s, n, k) for s in self.states])
+
+    def reorder_beams(self, rows: Tensor, sentences: Tensor | None) -> EnsembleState:
+        return EnsembleState([reorder_beams(s, rows, sentences) for s in self.states])
 
 
 class Ensemble(Seq2SeqModel):

@@ -10,7 +10,9 @@ Per step, on the model's log-probabilities (R rows, V tokens):
    contains gets probability 0;
 3. (sampling only) temperature, then top-k (keep the k most likely), then top-p (keep the
    smallest set of most likely tokens whose probability reaches p), renormalise and draw
-   from a seeded ``torch.Generator``.
+   from a seeded ``torch.Generator`` on the model's device (:func:`make_generator`;
+   ``torch.multinomial`` refuses a generator on another device, and a GPU draws a different
+   stream of numbers than the CPU, so samples are reproducible per device).
 
 With top-k = 1 sampling *is* greedy search (tested).
 """
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from heedful.decoding.search import Decodable, Hypothesis, single_hypotheses
+from heedful.decoding.search import Decodable, Hypothesis, host_values, single_hypotheses
 from heedful.tokenizer import BOS_ID, EOS_ID
 
 
@@ -36,16 +38,27 @@ class SamplingOptions:
     no_repeat_ngram_size: int = 0
 
 
+def make_generator(seed: int, device: torch.device | str) -> torch.Generator:
+    """The sampler's random numbers: a ``torch.Generator`` on ``device`` (the model's),
+    seeded with ``seed``."""
+    return torch.Generator(device=device).manual_seed(seed)
+
+
 def penalize_repeats(log_probs: Tensor, history: Sequence[Sequence[int]], penalty: float
                      ) -> Tensor:
     """log_probs (R, V); tokens in each row's history are scaled by ``penalty``."""
     if penalty == 1.0:
         return log_probs
     out = log_probs.clone()
+    rows: list[int] = []
+    tokens: list[int] = []
     for r, seen in enumerate(history):
-        if seen:
-            idx = torch.tensor(sorted(set(seen)), device=log_probs.device)
-            out[r, idx] = out[r, idx] * penalty
+        once = sorted(set(seen))
+        rows += [r] * len(once)
+        tokens += once
+    if tokens:  # every row's tokens in one host-to-device copy
+        index = torch.tensor([rows, tokens], device=log_probs.device)
+        out[index[0], index[1]] = out[index[0], index[1]] * penalty
     return out
 
 
@@ -53,17 +66,21 @@ def block_ngrams(log_probs: Tensor, history: Sequence[Sequence[int]], n: int) ->
     """Ban (-inf) each token that would repeat an n-gram already in the row's history."""
     if n <= 0:
         return log_probs
-    out = log_probs
+    rows: list[int] = []
+    tokens: list[int] = []
     for r, seen in enumerate(history):
         if len(seen) < n:
             continue
         prefix = tuple(seen[len(seen) - n + 1 :]) if n > 1 else ()
-        banned = {seen[i + n - 1] for i in range(len(seen) - n + 1)
-                  if tuple(seen[i : i + n - 1]) == prefix}
-        if banned:
-            if out is log_probs:
-                out = log_probs.clone()
-            out[r, sorted(banned)] = float("-inf")
+        banned = sorted({seen[i + n - 1] for i in range(len(seen) - n + 1)
+                         if tuple(seen[i : i + n - 1]) == prefix})
+        rows += [r] * len(banned)
+        tokens += banned
+    if not tokens:
+        return log_probs
+    out = log_probs.clone()
+    index = torch.tensor([rows, tokens], device=log_probs.device)  # one host-to-device copy
+    out[index[0], index[1]] = float("-inf")
     return out
 
 
@@ -107,16 +124,16 @@ def sample_search(model: Decodable, src: Tensor, src_mask: Tensor, max_len: Tens
     Scores are the (adjusted) model log-probabilities of the chosen tokens, before
     temperature and the top-k/top-p cuts.
     """
-    n = src.size(0)
+    n, device = src.size(0), src.device
     state = model.init_state(model.encode(src, src_mask))
     src_lens = src_mask.sum(1).tolist()
     rows = list(range(n))
-    prev = torch.full((n,), BOS_ID, dtype=torch.long)
+    prev = torch.full((n,), BOS_ID, dtype=torch.long, device=device)
     tokens: list[list[int]] = [[] for _ in range(n)]
     scores: list[list[float]] = [[] for _ in range(n)]
     attns: list[list[Tensor]] = [[] for _ in range(n)]
     caps = max_len.tolist()
-    for t in range(int(max_len.max())):
+    for t in range(max(caps, default=0)):
         logp, state, attn = model.step(prev, state, return_attention)
         logp = adjust(logp, [tokens[s] for s in rows], opts)
         if sample:
@@ -124,19 +141,20 @@ def sample_search(model: Decodable, src: Tensor, src_mask: Tensor, max_len: Tens
             tok = torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
         else:
             tok = logp.argmax(-1)
-        chosen = logp.gather(1, tok.unsqueeze(1)).squeeze(1).tolist()
-        tok_list = tok.tolist()
+        # one device-to-host copy: the chosen tokens and their log-probs
+        chosen, tok_list = host_values(logp.gather(1, tok.unsqueeze(1)).squeeze(1), tok)
         keep = []
         for r, sent in enumerate(rows):
-            tokens[sent].append(tok_list[r])
+            token = int(tok_list[r])
+            tokens[sent].append(token)
             scores[sent].append(chosen[r])
             if attn is not None:
                 attns[sent].append(attn[r, :, :, : src_lens[sent]])
-            keep.append(not (tok_list[r] == EOS_ID or t + 1 >= int(caps[sent])))
+            keep.append(not (token == EOS_ID or t + 1 >= caps[sent]))
         if not any(keep):
             break
         if not all(keep):
-            idx = torch.tensor([r for r, k in enumerate(keep) if k])
+            idx = torch.tensor([r for r, k in enumerate(keep) if k], device=device)
             state, tok = state.select(idx), tok[idx]
             rows = [s for s, k in zip(rows, keep, strict=True) if k]
         prev = tok

@@ -75,7 +75,9 @@ def repeat_rows(state: Any, n: int, k: int) -> Any:
     encoder memory and cross-attention keys/values) offers ``repeat_rows(n, k)``; any other
     is gathered row by row with ``select``.
     """
-    if k > 1 and hasattr(state, "repeat_rows"):
+    if k == 1:  # each row once, in order: the state as it is
+        return state
+    if hasattr(state, "repeat_rows"):
         return state.repeat_rows(n, k)
     return state.select(torch.arange(n).repeat_interleave(k))
 
@@ -112,20 +114,46 @@ class SentenceGroupedState:
             return self._gather(sentences, index, g)
         return self._gather(index, index, 1)
 
-    def _gather(self, sentences: Tensor, rows: Tensor, group: int) -> Any:
+    def reorder_beams(self, rows: Tensor, sentences: Tensor | None) -> Any:
+        """``select(rows)`` for rows that keep whole sentences (see :func:`reorder_beams`),
+        without reading ``rows`` back from the device."""
+        if self.group > 1:
+            return self._gather(sentences, rows, self.group)
+        return self._gather(rows, rows, 1)
+
+    def _gather(self, sentences: Tensor | None, rows: Tensor, group: int) -> Any:
+        """Per-sentence tensors from ``sentences`` (None: all, as they are), per-row tensors
+        from ``rows``."""
         raise NotImplementedError
 
     def _ungrouped(self) -> Any:
         raise NotImplementedError
 
 
-def pick_rows(t: Tensor, index: Tensor, dim: int = 0) -> Tensor:
-    """``t.index_select(dim, index)``, skipped (``t`` itself) when ``index`` is 0, 1, ..., n-1
-    over all of ``t``'s n rows — a beam step that keeps every sentence copies nothing."""
-    n = t.size(dim)
-    if index.numel() == n and bool((index == torch.arange(n, device=index.device)).all()):
-        return t
-    return t.index_select(dim, index)
+def pick_rows(t: Tensor, index: Tensor | None, dim: int = 0) -> Tensor:
+    """``t.index_select(dim, index)``, or ``t`` itself when ``index`` is None (every row kept,
+    in order: a beam step that keeps every sentence copies nothing). The caller says which,
+    because checking ``index`` against 0, 1, ..., n-1 would read it back from the device."""
+    return t if index is None else t.index_select(dim, index)
+
+
+def reorder_beams(state: Any, rows: Tensor, sentences: Tensor | None) -> Any:
+    """Beam search's ``select``: row i of the result is row ``rows[i]`` (M,) of ``state``, and
+    ``rows`` keeps whole sentences, a sentence's k beams together (any order within it);
+    ``sentences`` (M / k,) are the sentences kept, None when all are, in order.
+
+    A state offering ``reorder_beams(rows, sentences)`` (see :class:`SentenceGroupedState`)
+    uses what the search knows on the host instead of checking ``rows`` on the device; any
+    other state is gathered with ``select``."""
+    if hasattr(state, "reorder_beams"):
+        return state.reorder_beams(rows, sentences)
+    return state.select(rows)
+
+
+def host_values(*tensors: Tensor) -> list[Any]:
+    """Same-shaped tensors as nested lists in one device-to-host copy (one synchronisation of
+    the decoding step). float64 holds every float32 value and every token id exactly."""
+    return torch.stack([t.double() for t in tensors]).tolist()
 
 
 def length_penalty(length: int | Tensor, alpha: float) -> Any:
@@ -141,32 +169,37 @@ def max_lengths(src_mask: Tensor, a: float, b: int) -> Tensor:
 @torch.inference_mode()
 def greedy_search(model: Decodable, src: Tensor, src_mask: Tensor, max_len: Tensor,
                   return_attention: bool = False) -> list[list[Hypothesis]]:
-    """Greedy decoding of a batch; finished sentences leave the batch. One hyp per sentence."""
-    n = src.size(0)
+    """Greedy decoding of a batch; finished sentences leave the batch. One hyp per sentence.
+
+    One device-to-host copy per step (the rows' tokens and log-probs); the index of the rows
+    that stay goes to the device only on a step where a sentence ends."""
+    n, device = src.size(0), src.device
     state = model.init_state(model.encode(src, src_mask))
-    src_lens = src_mask.sum(1).tolist()
-    rows = torch.arange(n)  # sentence id of each batch row
-    prev = torch.full((n,), BOS_ID, dtype=torch.long)
+    src_lens, caps = src_mask.sum(1).tolist(), max_len.tolist()
+    rows = list(range(n))  # sentence id of each batch row
+    prev = torch.full((n,), BOS_ID, dtype=torch.long, device=device)
     tokens: list[list[int]] = [[] for _ in range(n)]
     scores: list[list[float]] = [[] for _ in range(n)]
     attns: list[list[Tensor]] = [[] for _ in range(n)]
-    for t in range(int(max_len.max())):
+    for t in range(max(caps, default=0)):
         logp, state, attn = model.step(prev, state, return_attention)
         best, tok = logp.max(-1)
-        tok_list, best_list = tok.tolist(), best.tolist()
-        done = []
-        for r, sent in enumerate(rows.tolist()):
-            tokens[sent].append(tok_list[r])
+        best_list, tok_list = host_values(best, tok)
+        keep = []
+        for r, sent in enumerate(rows):
+            token = int(tok_list[r])
+            tokens[sent].append(token)
             scores[sent].append(best_list[r])
             if attn is not None:
                 attns[sent].append(attn[r, :, :, : src_lens[sent]])
-            done.append(tok_list[r] == EOS_ID or t + 1 >= int(max_len[sent]))
-        keep = torch.tensor([not d for d in done])
-        if not keep.any():
+            if token != EOS_ID and t + 1 < caps[sent]:
+                keep.append(r)
+        if not keep:
             break
-        if not keep.all():
-            idx = keep.nonzero().squeeze(1)
-            state, rows, tok = state.select(idx), rows[idx], tok[idx]
+        if len(keep) < len(rows):
+            idx = torch.tensor(keep, device=device)
+            state, tok = state.select(idx), tok[idx]
+            rows = [rows[r] for r in keep]
         prev = tok
     return single_hypotheses(tokens, scores, attns)
 
@@ -194,83 +227,170 @@ def beam_search(model: Decodable, src: Tensor, src_mask: Tensor, max_len: Tensor
     module docstring) or, with ``stop="top_finished"``, as soon as the best candidate of a
     step is EOS and ``n_best`` hypotheses have finished (the peers' rule: all candidates of a
     step have the same length, so the raw-score best is also the length-normalised best).
+
+    The device keeps the running scores, the attention history and the decoder state; the
+    host keeps each sentence's search as back-pointers (:class:`_Beams`), filled from one
+    device-to-host copy of the step's candidates, and decides from them which hypotheses
+    finish and which sentences are done.
     """
     if stop not in ("certain", "top_finished"):
         raise ValueError(f"unknown beam stop rule {stop!r}; choose certain or top_finished")
     if n_best > beam_size:
         raise ValueError(f"n_best ({n_best}) cannot exceed beam_size ({beam_size})")
-    k, n_total, src_lens = beam_size, src.size(0), src_mask.sum(1).tolist()
+    k, n_total, device = beam_size, src.size(0), src.device
+    book = _Beams(k, n_best, alpha, stop, max_len.tolist(), src_mask.sum(1).tolist())
     state = repeat_rows(model.init_state(model.encode(src, src_mask)), n_total, k)
     sents = list(range(n_total))  # sentence id of each active batch slot; beam 0 alone at t = 0
-    scores = torch.full((n_total, k), float("-inf")).index_fill_(1, torch.tensor([0]), 0.0)
-    hist_tok, hist_lp = torch.empty((n_total, k, 0), dtype=torch.long), torch.empty((n_total, k, 0))
+    scores = torch.full((n_total, k), float("-inf"), device=device)
+    scores[:, 0] = 0.0
     hist_attn: Tensor | None = None
-    prev = torch.full((n_total * k,), BOS_ID, dtype=torch.long)
-    finished: list[list[Hypothesis]] = [[] for _ in range(n_total)]
-    caps = max_len.tolist()  # per sentence
-
-    def finalize(sent: int, toks: Tensor, lps: Tensor, attn: Tensor | None) -> None:
-        finished[sent].append(_hypothesis(toks, lps, attn, src_lens[sent], alpha))
-
-    for t in range(int(max_len.max())):
+    prev = torch.full((n_total * k,), BOS_ID, dtype=torch.long, device=device)
+    for t in range(max(book.caps, default=0)):
         n = len(sents)
         logp, state, attn = model.step(prev, state, return_attention)
+        book.lp_dtype = torch.promote_types(book.lp_dtype, logp.dtype)
         top_scores, beam_idx, tok, flat_lp = _top_candidates(scores, logp, n, k)
-        is_eos = tok == EOS_ID
-        base = torch.arange(n).unsqueeze(1)
-        # finished candidates: EOS among the top k (a sentence's best continuations)
-        eos_rank = is_eos & (torch.arange(tok.size(1)) < k).unsqueeze(0)
-        eos_rank &= top_scores > float("-inf")
-        for i, j in eos_rank.nonzero().tolist():
-            b = int(beam_idx[i, j])
-            finalize(sents[i], torch.cat([hist_tok[i, b], tok[i, j].view(1)]),
-                     torch.cat([hist_lp[i, b], flat_lp[i, j].view(1)]),
-                     _attention_rows(hist_attn, attn, n, k, i, b))
-        # alive: the first k non-EOS candidates (stable order = by score)
-        order = torch.argsort(is_eos.float() * 1e9 + torch.arange(tok.size(1)).float(),
-                              dim=1)[:, :k]
+        base = torch.arange(n, device=device).unsqueeze(1)
+        # alive: the first k non-EOS candidates (stable order = by score; a beam has one EOS
+        # candidate, so at least k of the 2k are not EOS)
+        ranks = torch.arange(tok.size(1), device=device).float()
+        order = torch.argsort((tok == EOS_ID).float() * 1e9 + ranks, dim=1)[:, :k]
         new_beam, new_tok = beam_idx.gather(1, order), tok.gather(1, order)
-        scores, new_lp = top_scores.gather(1, order), flat_lp.gather(1, order)
-        hist_tok = torch.cat([hist_tok[base, new_beam], new_tok.unsqueeze(2)], 2)
-        hist_lp = torch.cat([hist_lp[base, new_beam], new_lp.unsqueeze(2)], 2)
+        scores = top_scores.gather(1, order)
+        parent_attn = hist_attn
         if attn is not None:
             step_attn = attn.view(n, k, *attn.shape[1:])[base, new_beam].unsqueeze(2)
             hist_attn = step_attn if hist_attn is None else torch.cat(
                 [hist_attn[base, new_beam], step_attn], 2)
-        # which sentences are done?
+        rows = _StepAttention(parent_attn, attn, hist_attn, n, k)
+        # the step's one device-to-host copy: each candidate's score, parent, token, log-prob
+        cands = host_values(top_scores, beam_idx, tok, flat_lp)
         keep = []
         for i, sent in enumerate(sents):
-            if t + 1 >= caps[sent]:
-                for b in range(k):  # out of room: the alive beams end here, without EOS
-                    if scores[i, b] > float("-inf"):
-                        finalize(sent, hist_tok[i, b], hist_lp[i, b],
-                                 None if hist_attn is None else hist_attn[i, b])
-            elif not _sentence_done(stop, finished[sent], n_best, bool(is_eos[i, 0]),
-                                    float(scores[i, 0]), caps[sent], alpha):
+            if book.advance(t, i, sent, [c[i] for c in cands], rows):
                 keep.append(i)
         if not keep:
             break
         if len(keep) < n:
-            idx = torch.tensor(keep)
+            idx = torch.tensor(keep, device=device)
             sents = [sents[i] for i in keep]
-            scores, hist_tok, hist_lp = scores[idx], hist_tok[idx], hist_lp[idx]
+            scores = scores[idx]
             if hist_attn is not None:
                 hist_attn = hist_attn[idx]
             new_beam, new_tok = new_beam[idx], new_tok[idx]
             # old batch row of each surviving beam: kept sentence's slot * k + its parent beam
-            state = state.select((idx.unsqueeze(1) * k + new_beam).view(-1))
+            state = reorder_beams(state, (idx.unsqueeze(1) * k + new_beam).view(-1), idx)
         else:
-            state = state.select((base * k + new_beam).view(-1))
+            state = reorder_beams(state, (base * k + new_beam).view(-1), None)
         prev = new_tok.view(-1)
-    return [sorted(f, key=lambda h: h.norm_score, reverse=True)[:n_best] for f in finished]
+    return [sorted(f, key=lambda h: h.norm_score, reverse=True)[:n_best] for f in book.finished]
 
 
-def _hypothesis(toks: Tensor, lps: Tensor, attn: Tensor | None, src_len: int,
-                alpha: float) -> Hypothesis:
-    """A finished beam: tokens (T,), their log-probs (T,), attention (T, L, H, S) or None."""
-    total = float(lps.sum())
-    return Hypothesis(toks.tolist(), total, total / length_penalty(len(toks), alpha),
-                      lps.tolist(), None if attn is None else attn[:, :, :, :src_len].clone())
+@dataclass
+class _Step:
+    """One step of one sentence's beams, on the host: the step's 2k candidates (their parent
+    beams at the step before, tokens and own log-probs, as copied from the device) and which
+    of them became beams 0..k-1 (``alive``)."""
+
+    alive: list[int]
+    parents: list[float]
+    tokens: list[float]
+    log_probs: list[float]
+
+
+@dataclass
+class _StepAttention:
+    """A beam step's attention, for the hypotheses that end in it: the history before the
+    step (n, k, T, L, H, S), the step's rows (n * k, L, H, S), the history after it
+    (n, k, T + 1, L, H, S); all None without attention."""
+
+    before: Tensor | None
+    step: Tensor | None
+    after: Tensor | None
+    n: int
+    k: int
+
+    def ending_with_eos(self, i: int, b: int) -> Tensor | None:
+        """Slot i's EOS candidate from parent beam b: (T + 1, L, H, S)."""
+        return _attention_rows(self.before, self.step, self.n, self.k, i, b)
+
+    def ending_at_cap(self, i: int, b: int) -> Tensor | None:
+        """Slot i's alive beam b, out of room: (T + 1, L, H, S)."""
+        return None if self.after is None else self.after[i, b]
+
+
+@dataclass
+class _Beams:
+    """Beam search's bookkeeping on the host: per sentence, its search as back-pointers
+    (``history``: one :class:`_Step` per step) and its finished hypotheses."""
+
+    k: int
+    n_best: int
+    alpha: float
+    stop: str
+    caps: list[int]
+    src_lens: list[int]
+    lp_dtype: torch.dtype = field(default_factory=torch.get_default_dtype)
+    history: list[list[_Step]] = field(init=False)
+    finished: list[list[Hypothesis]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.history = [[] for _ in self.caps]
+        self.finished = [[] for _ in self.caps]
+
+    def advance(self, t: int, i: int, sent: int, cand: list[list[float]],
+                attention: _StepAttention) -> bool:
+        """Sentence ``sent`` (batch slot i) at step t, from its 2k candidates ``cand`` (their
+        total scores, parent beams, tokens, own log-probs, best first): an EOS among the top k
+        finishes a hypothesis; the first k others are its beams from now on (finished there
+        if the sentence is out of room). Returns whether the sentence stays in the search."""
+        score, beam, tok, lp = cand
+        history, k = self.history[sent], self.k
+        for j in range(k):  # EOS among the top k (a sentence's best continuations)
+            if tok[j] == EOS_ID and score[j] > float("-inf"):
+                b = int(beam[j])
+                toks, lps = _backtrack(history, b)
+                self._finish(sent, [*toks, EOS_ID], [*lps, lp[j]],
+                             attention.ending_with_eos(i, b))
+        alive = [j for j in range(len(tok)) if tok[j] != EOS_ID][:k]
+        history.append(_Step(alive, beam, tok, lp))
+        if t + 1 >= self.caps[sent]:
+            for b, j in enumerate(alive):  # out of room: the alive beams end here, without EOS
+                if score[j] > float("-inf"):
+                    self._finish(sent, *_backtrack(history, b), attention.ending_at_cap(i, b))
+            return False
+        return not _sentence_done(self.stop, self.finished[sent], self.n_best,
+                                  tok[0] == EOS_ID, score[alive[0]], self.caps[sent],
+                                  self.alpha)
+
+    def _finish(self, sent: int, toks: list[int], lps: list[float], attn: Tensor | None
+                ) -> None:
+        self.finished[sent].append(_hypothesis(toks, lps, attn, self.src_lens[sent],
+                                               self.alpha, self.lp_dtype))
+
+
+def _backtrack(steps: list[_Step], beam: int) -> tuple[list[int], list[float]]:
+    """The tokens and log-probs of ``beam`` after the last of ``steps``, oldest first."""
+    toks, lps = [], []
+    for step in reversed(steps):
+        j = step.alive[beam]
+        toks.append(int(step.tokens[j]))
+        lps.append(step.log_probs[j])
+        beam = int(step.parents[j])
+    toks.reverse()
+    lps.reverse()
+    return toks, lps
+
+
+def _hypothesis(toks: list[int], lps: list[float], attn: Tensor | None, src_len: int,
+                alpha: float, dtype: torch.dtype) -> Hypothesis:
+    """A finished beam: tokens (T,), their log-probs (T,), attention (T, L, H, S) or None.
+
+    The total is summed as a CPU tensor of the log-probs' dtype (the host has them already;
+    on the CPU, torch's sum of a vector, as before the history moved to the host)."""
+    total = float(torch.tensor(lps, dtype=dtype, device="cpu").sum())
+    return Hypothesis(toks, total, total / length_penalty(len(toks), alpha), lps,
+                      None if attn is None else attn[:, :, :, :src_len].clone())
 
 
 def _attention_rows(history: Tensor | None, step: Tensor | None, n: int, k: int, i: int,

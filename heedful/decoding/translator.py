@@ -4,11 +4,17 @@ Long inputs are sorted by length, batched, decoded and written back in input ord
 input line gives exactly one output (an empty input gives an empty output). An input of any
 length streams through :meth:`Translator.translate_stream` in chunks of ``STREAM_CHUNK``
 lines, in constant memory.
+
+The model and every tensor decoding creates live on one device (``from_checkpoint(...,
+device=...)``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``, see :mod:`heedful.runtime.device`);
+``precision`` ``bf16``/``fp16`` decodes under autocast (log-probabilities and scores stay
+float32).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -25,7 +31,9 @@ from heedful.decoding.search import Hypothesis, beam_search, greedy_search, max_
 from heedful.nn.architectures import build_model
 from heedful.nn.pointer_generator import extend_source, extended_pieces, extended_text
 from heedful.nn.seq2seq import Seq2SeqModel
+from heedful.runtime.device import resolve_device
 from heedful.runtime.gemm import as_plain_linear
+from heedful.runtime.precision import autocast_dtype, check_precision
 from heedful.tokenizer import PAD_ID, Tokenizer
 
 SHIPPED_MODELS_DIR = Path(__file__).parent.parent / "pretrained"
@@ -71,17 +79,30 @@ class Translation:
 
 class Translator:
     def __init__(self, model: Seq2SeqModel, tokenizer: Tokenizer, config: Config,
-                 max_positions: int | None = None) -> None:
+                 max_positions: int | None = None, precision: str = "fp32") -> None:
         """``max_positions``: the longest source or output the model takes, in subwords
-        (default: what the config's architecture allows; None = no limit)."""
+        (default: what the config's architecture allows; None = no limit). The model decodes
+        on the device its parameters are on, in ``precision`` (fp32, or bf16/fp16 autocast;
+        checked against that device)."""
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.config = config
         self.max_positions = (max_positions if max_positions is not None
                               else config.model.max_source_positions())
+        check_precision(precision, self.device)
+        self.precision = precision
 
     @classmethod
-    def from_checkpoint(cls, path_or_name: str | Path, which: str = "best") -> Translator:
+    def from_checkpoint(cls, path_or_name: str | Path, which: str = "best",
+                        device: str | torch.device = "cpu", precision: str = "fp32"
+                        ) -> Translator:
+        """The run's model (``which`` checkpoint) on ``device`` (a torch.device, or a name
+        that :func:`~heedful.runtime.device.resolve_device` resolves: ``auto`` is the GPU
+        where there is one), decoding in ``precision``. A device this machine lacks or a
+        precision it cannot run is a one-line :class:`~heedful.errors.UserError` before
+        anything is loaded."""
+        target = resolve_device(device) if isinstance(device, str) else device
+        check_precision(precision, target)
         run_dir = resolve_run_dir(path_or_name)
         if not (run_dir / "config.yaml").exists():
             raise CheckpointError(f"{run_dir} is not a run directory (no config.yaml)")
@@ -89,19 +110,21 @@ class Translator:
         ckpt = find_checkpoint(run_dir, which)
         tokenizer = Tokenizer.load(run_dir)
         model = build_model(config.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
-        load_model_weights(model, ckpt)
-        return cls(model, tokenizer, config)
+        load_model_weights(model, ckpt)  # read into the CPU model: a GPU-saved run loads anywhere
+        return cls(model.to(target), tokenizer, config, precision=precision)
 
     @classmethod
-    def from_checkpoints(cls, paths: Sequence[str | Path], which: str = "best") -> Translator:
+    def from_checkpoints(cls, paths: Sequence[str | Path], which: str = "best",
+                         device: str | torch.device = "cpu", precision: str = "fp32"
+                         ) -> Translator:
         """One model, or an ensemble of several (see :mod:`heedful.decoding.ensemble`); the first
         model's config (decoding options, limits) and tokenizer are used."""
         if len(paths) == 1:
-            return cls.from_checkpoint(paths[0], which)
+            return cls.from_checkpoint(paths[0], which, device, precision)
         from heedful.decoding.ensemble import Ensemble
         from heedful.tokenizer import Tokenizer
 
-        translators = [cls.from_checkpoint(p, which) for p in paths]
+        translators = [cls.from_checkpoint(p, which, device, precision) for p in paths]
         first_dir = resolve_run_dir(paths[0])
         reference = [f.read_bytes() for f in Tokenizer.files(first_dir)]
         for p in paths[1:]:
@@ -112,7 +135,8 @@ class Translator:
         ensemble = Ensemble([t.model for t in translators])
         first = translators[0]
         limits = [t.max_positions for t in translators if t.max_positions is not None]
-        return cls(ensemble, first.tokenizer, first.config, min(limits) if limits else None)
+        return cls(ensemble, first.tokenizer, first.config, min(limits) if limits else None,
+                   precision)
 
     def quantize(self, kind: str = "int8") -> Translator:
         """Dynamic int8 quantization for CPU inference: the weights of every Linear, LSTM and
@@ -159,7 +183,11 @@ class Translator:
                        key=lambda i: -len(src_ids[i]))
         batches = [order[s : s + opts.batch_size] for s in range(0, len(order), opts.batch_size)]
         # one seeded generator per call: the same lines, options and seed, the same samples
-        generator = torch.Generator().manual_seed(opts.seed) if opts.sample else None
+        generator = None
+        if opts.sample:
+            from heedful.decoding.sampling import make_generator
+
+            generator = make_generator(opts.seed, self.device)
         bar = None
         if progress:
             from tqdm import tqdm
@@ -181,12 +209,12 @@ class Translator:
                       generator: torch.Generator | None = None) -> list[list[Hypothesis]]:
         src_t, src_mask = pad(src, PAD_ID)
         caps = max_lengths(src_mask, opts.max_len_a, opts.max_len_b)
-        caps = caps.clamp(max=self.max_positions or MAX_OUTPUT_PIECES)
+        caps = caps.clamp(max=self.max_positions or MAX_OUTPUT_PIECES)  # read on the host
         device = self.device
         if device.type != "cpu":
-            src_t, src_mask, caps = src_t.to(device), src_mask.to(device), caps.to(device)
+            src_t, src_mask = src_t.to(device), src_mask.to(device)
         # torch.device(...) as a context: the tensors decoding creates land on the model's device
-        with torch.inference_mode(), torch.device(device):
+        with torch.inference_mode(), torch.device(device), self._autocast():
             repeats = opts.repetition_penalty != 1.0 or opts.no_repeat_ngram_size > 0
             if opts.sample or repeats:
                 from heedful.decoding.sampling import SamplingOptions, sample_search
@@ -200,6 +228,13 @@ class Translator:
             return beam_search(self.model, src_t, src_mask, caps, opts.beam_size,
                                opts.length_penalty, opts.n_best, return_attention,
                                stop=opts.beam_stop)
+
+    def _autocast(self) -> AbstractContextManager[object]:
+        """Autocast to the translator's precision on the model's device (nothing for fp32)."""
+        dtype = autocast_dtype(self.precision)
+        if dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
 
     def _copied_source_ids(self, src: list[list[int]]) -> list[int] | None:
         """Copy models: the source ids behind the batch's extra output ids (see

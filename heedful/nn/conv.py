@@ -213,7 +213,7 @@ class ConvState(SentenceGroupedState):
         return replace(self, buffers=[b.repeat_interleave(k, 0) for b in self.buffers],
                        group=k)
 
-    def _gather(self, sentences: Tensor, rows: Tensor, group: int) -> ConvState:
+    def _gather(self, sentences: Tensor | None, rows: Tensor, group: int) -> ConvState:
         return ConvState(pick_rows(self.keys, sentences), pick_rows(self.values, sentences),
                          pick_rows(self.src_mask, sentences),
                          pick_rows(self.context_scale, sentences),

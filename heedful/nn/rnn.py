@@ -137,7 +137,7 @@ class RNNDecoderState(SentenceGroupedState):
             group=k,
         )
 
-    def _gather(self, sentences: Tensor, rows: Tensor, group: int) -> RNNDecoderState:
+    def _gather(self, sentences: Tensor | None, rows: Tensor, group: int) -> RNNDecoderState:
         return replace(
             self,
             hidden=self.hidden.index_select(1, rows),

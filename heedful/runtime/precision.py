@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from heedful.errors import ConfigError
+
 
 def cpu_has_native_bf16() -> bool:
     """True if oneDNN can run bf16 kernels on this CPU."""
@@ -28,3 +30,28 @@ def check_cpu_precision(precision: str, key: str = "train.precision") -> None:
             f"{key}: bf16 needs a CPU with native bf16 (AVX512-BF16 or AMX) or a GPU; this "
             "CPU has none, so oneDNN cannot run the LSTM in bf16 and emulated bf16 products "
             "would be slower than fp32. Use fp32 here.")
+
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+"""The arithmetic a model can run in: float32, or autocast to bfloat16 / float16."""
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype of ``precision``; None for fp32 (no autocast)."""
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def check_precision(precision: str, device: torch.device, key: str = "--precision") -> None:
+    """Raise :class:`~heedful.errors.ConfigError` naming ``key`` if ``precision`` cannot run
+    on ``device``: fp16 runs on CUDA only (CPU autocast's fp16 kernels are emulated and
+    slower than fp32), bf16 on the CPU only where :func:`check_cpu_precision` allows it."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"{key}: {precision!r} is not a precision; use fp32, bf16 or fp16")
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError(f"{key}: fp16 runs on a CUDA GPU only, not on {device}; use fp32 "
+                          "(or bf16 where the CPU has native bf16)")
+    if device.type == "cpu":
+        try:
+            check_cpu_precision(precision, key)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None

@@ -10,6 +10,9 @@ never twice at once). With micro-batching on, requests that arrive within ``batc
 of each other (up to ``max_batch`` texts) and ask for the same decoding options are
 translated as one batch, so throughput grows with concurrency; off, each request is
 translated on its own.
+
+Each model decodes on its translator's device in its precision (``heedful serve --device
+cuda --precision bf16``; ``GET /models`` reports both).
 """
 
 from __future__ import annotations
@@ -193,6 +196,7 @@ class ModelWorker:
         return {"name": self.name, "arch": m.arch, "attention": m.attention,
                 "layers": m.attention_layers(),
                 "heads": m.attention_heads if m.attention == "multihead" else 1,
+                "device": str(self.translator.device), "precision": self.translator.precision,
                 "decode": cfg.decode.model_dump()}
 
 
