@@ -47,6 +47,7 @@ from heedful.nn.model_config import ModelConfig
 from heedful.nn.seq2seq import Seq2SeqModel
 from heedful.runtime.dropout import Dropout
 from heedful.runtime.gemm import Linear, linear
+from heedful.runtime.precision import active_autocast_dtype
 from heedful.tokenizer import PAD_ID
 
 SQRT_HALF = math.sqrt(0.5)
@@ -97,16 +98,22 @@ class NormConv(NormLinear):
 
     The weight is ``NormLinear``'s over the flattened (C_in, k) window of each output position
     (``nn.Conv1d``'s weight layout, flattened), normalised per output channel. The convolution
-    runs as ``F.conv1d`` (oneDNN on the CPU, no unfolded copy of the windows: ~20% less CPU
-    time per conv-small training step than one matrix product over unfolded windows)."""
+    runs as a 2-D convolution over a (B, C_in, 1, T + k - 1) channels-last *view* of the
+    window: batch-first (B, T, C) is exactly the channels-last layout, so oneDNN (and cuDNN)
+    read the activations in place and write (B, T, C_out) directly. ``F.conv1d`` over the
+    transposed window copied both ways: the channels-last form takes 0.6x its time for a
+    conv-small layer with its GLU, forward + backward (bf16 autocast; 0.75x in float32)."""
 
     def __init__(self, in_dim: int, out_dim: int, kernel_size: int, gain: float) -> None:
         super().__init__(in_dim * kernel_size, out_dim, gain)
         self.kernel_size = kernel_size
 
     def forward(self, window: Tensor) -> Tensor:
-        weight = self.weight().view(self.weight_v.size(0), -1, self.kernel_size)  # (out, in, k)
-        return F.conv1d(window.transpose(1, 2), weight, self.bias).transpose(1, 2)
+        out_dim = self.weight_v.size(0)
+        weight = self.weight().view(out_dim, -1, 1, self.kernel_size)  # (out, in, 1, k)
+        image = window.unsqueeze(1).permute(0, 3, 1, 2)  # (B, C_in, 1, T'), no copy
+        out = F.conv2d(image, weight.contiguous(memory_format=torch.channels_last), self.bias)
+        return out.permute(0, 2, 3, 1).flatten(1, 2)  # (B, T, C_out)
 
 
 def glu_gain(dropout: float) -> float:
@@ -168,7 +175,7 @@ class ConvDecoderLayer(nn.Module):
         g = state.group  # a sentence's rows become that many queries of it: (N, g * T, E)
         context, weights, _ = self.attention(query.reshape(b // g, g * t, e), state.keys,
                                              state.values, state.src_mask, {}, need_weights)
-        context = (context * state.context_scale).reshape(b, t, e)
+        context = (context * state.context_scale.to(context.dtype)).reshape(b, t, e)
         if weights is not None and g > 1:  # (N, 1, g * T, S) -> (N * g, 1, T, S)
             weights = weights.reshape(b, 1, t, weights.size(-1))
         h = (self.context_proj(context) + h) * SQRT_HALF
@@ -253,7 +260,12 @@ class ConvSeq2Seq(Seq2SeqModel):
     def _embed(self, embedding: nn.Embedding, positions: nn.Embedding, ids: Tensor,
                start: int) -> Tensor:
         where = torch.arange(start, start + ids.size(1), device=ids.device)
-        return self.drop(embedding(ids) + positions(where))
+        emb = embedding(ids) + positions(where)
+        # Under autocast the whole residual stream runs in the autocast dtype: a float32
+        # embedding would promote every sum it joins (queries, values, contexts) back to
+        # float32, and each product would cast it down again, forward and backward.
+        dtype = active_autocast_dtype(emb.device)
+        return self.drop(emb if dtype is None else emb.to(dtype))
 
     # ---------------------------------------------------------------- protocol
     def encode(self, src: Tensor, src_mask: Tensor) -> ConvEncoderOutput:

@@ -121,24 +121,35 @@ class _LinearSmoothedCrossEntropy(torch.autograd.Function):
         rows = (target != ignore_index).nonzero().squeeze(1)
         h = hidden.index_select(0, rows).to(compute_dtype)  # (n, D): real targets only
         y = target.index_select(0, rows)
+        n, vocab = h.size(0), weight.size(0)
+        if compute_dtype != torch.float32 and n > FUSED_BLOCK_ROWS:
+            # oneDNN builds a kernel per product shape (~20 ms each for these): zero rows
+            # bring the last block to the size of the others, so every block reuses the
+            # kernels of the first. Zero rows add nothing to the weight's gradient; the loss,
+            # the bias's gradient and the rows' gradients below leave them out.
+            padded = -(-n // FUSED_BLOCK_ROWS) * FUSED_BLOCK_ROWS
+            h, y = F.pad(h, (0, 0, 0, padded - n)), F.pad(y, (0, padded - n))
         w = weight.to(compute_dtype)
+        w_t = w.t().contiguous()  # (D, V): the products' layout, transposed once, not per block
         b = None if bias is None else bias.to(compute_dtype)
-        n, vocab = h.size(0), w.size(0)
-        grad_h = torch.empty(n, h.size(1), dtype=torch.float32, device=h.device)
+        grad_h = torch.empty(h.size(0), h.size(1), dtype=torch.float32, device=h.device)
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=h.device)
         grad_b = torch.zeros(vocab, dtype=torch.float32, device=h.device)
         total = torch.zeros((), dtype=torch.float32, device=h.device)
-        logp = torch.empty(min(n, FUSED_BLOCK_ROWS), vocab, dtype=torch.float32, device=h.device)
-        for start in range(0, n, FUSED_BLOCK_ROWS):
+        logp = torch.empty(min(h.size(0), FUSED_BLOCK_ROWS), vocab, dtype=torch.float32,
+                           device=h.device)
+        for start in range(0, h.size(0), FUSED_BLOCK_ROWS):
             block = slice(start, start + FUSED_BLOCK_ROWS)
             h_block, y_block = h[block], y[block]
-            logits = F.linear(h_block, w, b)  # (m, V) in compute_dtype
+            real = min(n - start, h_block.size(0))  # the block's rows that are not padding
+            logits = torch.mm(h_block, w_t) if b is None else torch.addmm(b, h_block, w_t)
             out = logp[: h_block.size(0)]
             # (a dtype argument makes the kernel write a temporary and copy it: only for bf16)
             p = (torch.log_softmax(logits, -1, out=out) if logits.dtype == torch.float32
                  else torch.log_softmax(logits, -1, dtype=torch.float32, out=out))
             # loss_i = -(1 - eps) log p_{i, y_i} - eps / V sum_c log p_{i, c}
-            total -= (1.0 - eps) * p.gather(1, y_block[:, None]).sum() + (eps / vocab) * p.sum()
+            total -= ((1.0 - eps) * p[:real].gather(1, y_block[:real, None]).sum()
+                      + (eps / vocab) * p[:real].sum())
             if not with_grad:
                 continue
             # dL/dz = softmax - eps / V - (1 - eps) onehot(y): the softmax part here, the two
@@ -151,19 +162,10 @@ class _LinearSmoothedCrossEntropy(torch.autograd.Function):
             else:  # bf16 products, accumulated in float32
                 rows_out.copy_(torch.mm(p, w))
                 grad_w += torch.mm(p.t(), h_block)
-            grad_b += p.sum(0, dtype=torch.float32)
+            grad_b += p[:real].sum(0, dtype=torch.float32)
         if with_grad:
-            h32 = h.float()
-            grad_h -= (eps / vocab) * w.float().sum(0)
-            grad_h -= (1.0 - eps) * w.float().index_select(0, y)
-            grad_w -= (eps / vocab) * h32.sum(0)
-            grad_w.index_add_(0, y, h32, alpha=-(1.0 - eps))
-            grad_b -= (eps / vocab) * n
-            grad_b.index_add_(0, y, grad_b.new_full((n,), -(1.0 - eps)))
-            full_grad_h = hidden.new_zeros(hidden.shape).index_copy_(
-                0, rows, grad_h.to(hidden.dtype))
-            ctx.save_for_backward(full_grad_h, grad_w.to(weight.dtype),
-                                  None if bias is None else grad_b.to(bias.dtype))
+            _finish_gradients(ctx, hidden, weight, bias, rows, h[:n], y[:n], w, grad_h[:n],
+                              grad_w, grad_b, eps)
         return total
 
     @staticmethod
@@ -172,6 +174,25 @@ class _LinearSmoothedCrossEntropy(torch.autograd.Function):
         g = grad_output.float()
         return (grad_h * g, grad_w * g, None if grad_b is None else grad_b * g,
                 None, None, None, None, None)
+
+
+def _finish_gradients(ctx: Any, hidden: Tensor, weight: Tensor, bias: Tensor | None,
+                      rows: Tensor, h: Tensor, y: Tensor, w: Tensor, grad_h: Tensor,
+                      grad_w: Tensor, grad_b: Tensor, eps: float) -> None:
+    """Add the loss gradient's constant-shaped parts (-eps / V everywhere, -(1 - eps) at the
+    targets) to the softmax parts summed over blocks, and save the three gradients on
+    ``ctx``: h (n, D) the real rows of ``hidden`` (``rows`` their indices), y (n,)."""
+    n, vocab = h.size(0), weight.size(0)
+    h32 = h.float()
+    grad_h -= (eps / vocab) * w.float().sum(0)
+    grad_h -= (1.0 - eps) * w.float().index_select(0, y)
+    grad_w -= (eps / vocab) * h32.sum(0)
+    grad_w.index_add_(0, y, h32, alpha=-(1.0 - eps))
+    grad_b -= (eps / vocab) * n
+    grad_b.index_add_(0, y, grad_b.new_full((n,), -(1.0 - eps)))
+    full_grad_h = hidden.new_zeros(hidden.shape).index_copy_(0, rows, grad_h.to(hidden.dtype))
+    ctx.save_for_backward(full_grad_h, grad_w.to(weight.dtype),
+                          None if bias is None else grad_b.to(bias.dtype))
 
 
 def linear_smoothed_cross_entropy_sum(hidden: Tensor, weight: Tensor, bias: Tensor | None,

@@ -55,3 +55,11 @@ def check_precision(precision: str, device: torch.device, key: str = "--precisio
             check_cpu_precision(precision, key)
         except ValueError as err:
             raise ConfigError(str(err)) from None
+
+
+def active_autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The dtype autocast computes in on ``device``'s type right now; None outside autocast."""
+    kind = device.type
+    if kind not in ("cpu", "cuda") or not torch.is_autocast_enabled(kind):
+        return None
+    return torch.get_autocast_dtype(kind)
