@@ -1,6 +1,7 @@
 """ConvS2S (``conv-small``) beside the quickstart RNN on bible-es-en, at the same budgets.
 
     python experiments/conv.py train  [--minutes 15 30] [NAME ...]  # one run at a time
+    python experiments/conv.py train conv-small-bf16 --minutes 15   # conv-small in bf16
     python experiments/conv.py report [--threads 2] [NAME ...]      # -> docs/conv.{md,json}
     python experiments/conv.py optimizers [--minutes 5]             # -> docs/conv_optimizer.json
 
@@ -35,7 +36,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "runs" / "conv"
 DOCS = ROOT / "docs"
-MODELS = ("conv-small", "quickstart")
+MODELS = ("conv-small", "quickstart", "conv-small-bf16")
+# Runs that are a preset with train overrides: name -> (preset, overrides)
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "conv-small-bf16": ("conv-small", {"precision": "bf16"}),
+}
 OPTIMIZERS: dict[str, dict[str, Any]] = {
     "adam": {},  # the preset's
     "nag": {"optimizer": "nag", "lr": 0.25, "momentum": 0.99, "clip_norm": 0.1,
@@ -48,9 +53,10 @@ def run_config(name: str, minutes: float, threads: int, train: dict[str, Any] | 
     from heedful.config import config_from_dict
     from heedful.presets import get_preset
 
-    raw = get_preset(name).model_dump(mode="json", exclude_unset=True)
+    preset, overrides = VARIANTS.get(name, (name, {}))
+    raw = get_preset(preset).model_dump(mode="json", exclude_unset=True)
     raw["train"] = {**raw.get("train", {}), "max_minutes": minutes, "threads": threads,
-                    "seed": 1234, **(train or {})}
+                    "seed": 1234, **overrides, **(train or {})}
     return config_from_dict(raw, f"{name}, {minutes:g} minutes")
 
 
@@ -152,6 +158,9 @@ def evaluate_run(run_dir: Path, threads: int) -> dict[str, Any]:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    # rows already in docs/conv.json stay unless this checkout has the run to re-evaluate
+    published = DOCS / "conv.json"
+    kept = {r["run"]: r for r in json.loads(published.read_text())} if published.is_file() else {}
     rows = []
     for run_dir in sorted(RUNS.glob("*min")):
         if args.names and not any(run_dir.name.startswith(n) for n in args.names):
@@ -161,6 +170,9 @@ def cmd_report(args: argparse.Namespace) -> None:
             cached.write_text(json.dumps(evaluate_run(run_dir, args.threads), indent=1))
         rows.append(json.loads(cached.read_text()))
         print(json.dumps(rows[-1]))
+    fresh = {r["run"] for r in rows}
+    rows = sorted(rows + [r for name, r in kept.items() if name not in fresh],
+                  key=lambda r: r["run"])
     DOCS.mkdir(exist_ok=True)
     (DOCS / "conv.json").write_text(json.dumps(rows, indent=1) + "\n")
     lines = [

@@ -122,9 +122,11 @@ class TrainConfig(_Strict):
     """Under torchrun, how long a collective (all-reduce, barrier) may wait before the process
     group gives up (NCCL's own default is 10 minutes). Rank 0's long work (preparing the
     corpus, validating) does not count: the other ranks wait for it outside any collective."""
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
     """Mixed precision (autocast) for training: bf16 on GPU or CPU, fp16 on GPU only (with
-    loss scaling); weights and optimizer state stay float32."""
+    loss scaling); weights and optimizer state stay float32. ``auto``: bf16 where the device
+    computes in bf16 natively (a CPU with AVX512-BF16 or AMX, a GPU with bf16), else fp32;
+    train.log says which."""
 
     @model_validator(mode="after")
     def _optimizer_options(self) -> TrainConfig:

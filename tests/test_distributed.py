@@ -152,3 +152,21 @@ def test_bf16_on_a_cpu_without_it_is_refused_up_front(tmp_path: Path, capsys, mo
                  "--precision", "bf16"]) == 2
     err = capsys.readouterr().err
     assert "heedful: error: --precision: bf16 needs a CPU with native bf16" in err
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_picks_bf16_only_where_the_cpu_computes_in_it(
+        tmp_path: Path, monkeypatch, native: bool) -> None:
+    import heedful.runtime.precision
+    from heedful.runtime.precision import resolve_precision
+
+    monkeypatch.setattr(heedful.runtime.precision, "cpu_has_native_bf16", lambda: native)
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
+    assert resolve_precision("fp32", cpu) == "fp32"  # an explicit choice stands
+    run = tmp_path / "run"
+    assert main(["train", *_data(), *TINY, "train.precision=auto", "train.max_steps=2",
+                 "--run-dir", str(run), "--no-progress"]) == 0
+    log = (run / "train.log").read_text(encoding="utf-8")
+    assert f"train.precision auto: {'bf16' if native else 'fp32'} on cpu" in log
+    assert all(torch.isfinite(w).all() for w in _weights(run).values())

@@ -41,6 +41,18 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``precision`` with ``auto`` made concrete for ``device``: bf16 where it computes in bf16
+    natively (:func:`cpu_has_native_bf16` on the CPU, ``torch.cuda.is_bf16_supported`` on a
+    GPU), else fp32. Any other value is returned as it is."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
+
+
 def check_precision(precision: str, device: torch.device, key: str = "--precision") -> None:
     """Raise :class:`~heedful.errors.ConfigError` naming ``key`` if ``precision`` cannot run
     on ``device``: fp16 runs on CUDA only (CPU autocast's fp16 kernels are emulated and

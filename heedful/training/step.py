@@ -28,6 +28,7 @@ from heedful.nn.attention import coverage_loss
 from heedful.nn.loss import linear_smoothed_cross_entropy_sum, smoothed_cross_entropy_sum
 from heedful.nn.seq2seq import Seq2SeqModel
 from heedful.runtime.gemm import cpu_gemm_backend
+from heedful.runtime.precision import resolve_precision
 from heedful.tokenizer import PAD_ID
 from heedful.training import distributed
 from heedful.training.schedule import learning_rate
@@ -141,7 +142,7 @@ class StepRunner:
         self.model_dim = cfg.model.hidden_dim
         self.coverage_weight = cfg.model.coverage_loss_weight
         self.coverage_from_step = cfg.model.coverage_loss_from_step
-        precision = precision or tc.precision
+        precision = resolve_precision(precision or tc.precision, ctx.device)
         self.loss_module = LossModule(model if forward is None else forward,
                                       tc.label_smoothing, self.coverage_weight, precision,
                                       ctx.device)

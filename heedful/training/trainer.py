@@ -22,6 +22,7 @@ rates), :mod:`~heedful.training.evaluate` (validation), :mod:`~heedful.training.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from dataclasses import dataclass
@@ -57,6 +58,8 @@ __all__ = ["TrainError", "TrainResult", "Trainer", "train"]
 
 _PREFETCH = 4
 """Batches the stream assembles ahead, on its background thread."""
+
+log = logging.getLogger("heedful.train")
 
 
 @dataclass
@@ -298,14 +301,19 @@ def _configure_runtime(tc: TrainConfig, ctx: distributed.DistContext) -> None:
         from heedful.runtime.device import use_deterministic_kernels
 
         use_deterministic_kernels()
-    if tc.precision == "fp16" and ctx.device.type != "cuda":
+    from heedful.runtime.precision import resolve_precision
+
+    precision = resolve_precision(tc.precision, ctx.device)
+    if tc.precision == "auto":
+        log.info("train.precision auto: %s on %s", precision, ctx.device)
+    if precision == "fp16" and ctx.device.type != "cuda":
         raise TrainError("train.precision: fp16 needs a CUDA GPU; use bf16 (or fp32) on CPU")
-    if tc.precision == "bf16" and ctx.device.type == "cpu":
+    if precision == "bf16" and ctx.device.type == "cpu":
         from heedful.runtime.allocator import bound_kernel_caches
         from heedful.runtime.precision import check_cpu_precision
 
         try:
-            check_cpu_precision(tc.precision)
+            check_cpu_precision(precision)
         except ValueError as err:
             raise TrainError(str(err)) from None
 
