@@ -107,6 +107,11 @@ class TrainConfig(_Strict):
     """Stop after this many validations without improvement; ``None`` = never."""
     keep_last: int = Field(3, gt=0)
     log_every: int = Field(50, gt=0)
+    tensorboard: bool = False
+    """Also write TensorBoard event files to RUN_DIR/tensorboard/ (rank 0): the training loss,
+    learning rate, tokens/s and gradient norm of every ``log_every`` window, every dev metric,
+    and at each validation the attention heatmap of the first dev pair (needs
+    ``pip install 'heedful[tensorboard]'``)."""
     threads: int | None = Field(None, gt=0)
     """torch intra-op threads; ``None`` = torch's default."""
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
