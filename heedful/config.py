@@ -35,36 +35,51 @@ from heedful.tokenizer import TokenizerConfig
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True,
+                              use_attribute_docstrings=True)
 
 
 class SplitConfig(_Strict):
     """One split of a user corpus: two line-aligned files, or one TSV/JSONL file."""
 
     src: str | None = None
+    """format: text: the source-side file (plain or ``.gz``), one sentence a line."""
     tgt: str | None = None
+    """format: text: the target-side file, line-aligned with ``src``."""
     path: str | None = None
+    """format: tsv or jsonl: the one file holding both sides (plain or ``.gz``)."""
     split: str | None = None
     """format: hf only: the Hugging Face split name (default: train / dev / test)."""
 
 
 class DataConfig(_Strict):
+    """The ``data`` section: where the training, dev and test pairs come from, and the
+    filters on training pairs."""
+
     dataset: str | None = "bible-es-en"
     """A bundled dataset by name; ``None`` to use ``train``/``dev``/``test`` below."""
     format: Literal["text", "tsv", "jsonl", "hf"] = "text"
+    """How the ``train``/``dev``/``test`` splits are stored: two line-aligned text files, one
+    TSV or JSONL file, or a Hugging Face dataset."""
     hf_dataset: str | None = None
     """format: hf: a Hugging Face dataset: a ``save_to_disk`` directory, data files, or a Hub
     name (needs network and ``pip install 'heedful[hf]'``)."""
     train: SplitConfig | None = None
+    """The training split (required when ``dataset`` is ``None``)."""
     dev: SplitConfig | None = None
+    """The dev split, validated on every ``train.valid_every`` updates; none: no validation
+    (every checkpoint counts as the best)."""
     test: SplitConfig | None = None
+    """The test split (``heedful evaluate --split test``)."""
     src_field: str = "src"
     """JSONL/HF key (dotted = nested, e.g. ``translation.de``) or TSV column index (as a
     string) of the source side."""
     tgt_field: str = "tgt"
+    """Like ``src_field``, for the target side."""
     max_src_len: int | None = Field(200, gt=0)
     """Training pairs with more source subwords than this are dropped (counted)."""
     max_tgt_len: int | None = Field(200, gt=0)
+    """Training pairs with more target subwords than this are dropped (counted)."""
     max_len_ratio: float | None = Field(None, gt=0)
     """Drop training pairs whose subword length ratio (either way) exceeds this."""
     train_limit: int | None = Field(None, gt=0)
@@ -74,7 +89,12 @@ class DataConfig(_Strict):
 
 
 class TrainConfig(_Strict):
+    """The ``train`` section: optimizer, learning-rate schedule, budgets, validation and
+    checkpoints, logging, devices and precision."""
+
     seed: int = 1234
+    """Seeds the initial weights, the batch order and dropout: the same seed and data, the
+    same run."""
     batch_tokens: int = Field(4096, gt=0)
     """Tokens per batch, counted as sentences x the longest side, padding included."""
     accumulate: int = Field(1, gt=0)
@@ -83,30 +103,53 @@ class TrainConfig(_Strict):
     """``adam``, or ``nag``: SGD with Nesterov momentum, what Gehring et al. 2017 and
     fairseq's ``fconv`` recipes train ConvS2S with (lr 0.25, momentum 0.99, clip_norm 0.1)."""
     lr: float = Field(1e-3, gt=0)
+    """The peak learning rate (``noam``: a factor on d_model^-0.5 x the warm-up curve)."""
     betas: tuple[float, float] = (0.9, 0.999)
     """Adam's decay rates (optimizer: adam)."""
     momentum: float = Field(0.99, ge=0, lt=1)
     """Nesterov momentum (optimizer: nag)."""
     weight_decay: float = Field(0.0, ge=0)
+    """L2 weight decay, as the optimizer applies it."""
     schedule: Literal["constant", "noam", "inverse_sqrt", "plateau"] = "constant"
+    """The learning-rate schedule: ``constant``, ``noam`` (Vaswani et al. 2017), ``inverse_sqrt``
+    (decay with 1/sqrt(step) after the warm-up) or ``plateau`` (lower it when the dev score
+    stops improving)."""
     warmup_steps: int = Field(0, ge=0)
     """Linear warm-up steps (noam, inverse_sqrt and constant)."""
     plateau_factor: float = Field(0.5, gt=0, lt=1)
+    """schedule: plateau: the factor the learning rate is multiplied by."""
     plateau_patience: int = Field(2, ge=0)
+    """schedule: plateau: validations without improvement before it is lowered."""
     min_lr: float = Field(1e-6, ge=0)
+    """schedule: plateau: the learning rate is never lowered below this."""
     label_smoothing: float = Field(0.1, ge=0, lt=1)
+    """Mass spread over the vocabulary in the cross-entropy (0 = none); padding is ignored."""
     clip_norm: float | None = Field(5.0, gt=0)
+    """Clip the gradient to this global L2 norm; ``None`` = no clipping."""
     max_steps: int | None = Field(None, gt=0)
+    """Stop after this many optimizer updates."""
     max_epochs: int | None = Field(None, gt=0)
+    """Stop after this many passes over the training data."""
     max_minutes: float | None = Field(None, gt=0)
     """Wall-clock training budget (validation included), counted over all sittings: a resumed
     run trains only for what its checkpoint has not yet spent."""
     valid_every: int = Field(500, gt=0)
+    """Validate on the dev set and save a checkpoint every this many updates (and at the end)."""
     early_stopping_metric: Literal["bleu", "chrf", "loss"] = "bleu"
+    """The dev figure that picks the best checkpoint and drives ``patience`` and the
+    plateau schedule."""
     patience: int | None = Field(None, gt=0)
     """Stop after this many validations without improvement; ``None`` = never."""
     keep_last: int = Field(3, gt=0)
+    """Checkpoints kept (the best one is kept besides)."""
     log_every: int = Field(50, gt=0)
+    """Report the training loss, tokens/s, learning rate and gradient norm (to ``train.log``,
+    ``metrics.jsonl`` and the progress bar) every this many updates."""
+    tensorboard: bool = False
+    """Also write TensorBoard event files to RUN_DIR/tensorboard/ (rank 0): the training loss,
+    learning rate, tokens/s and gradient norm of every ``log_every`` window, every dev metric,
+    and at each validation the attention heatmap of the first dev pair (needs
+    ``pip install 'heedful[tensorboard]'``)."""
     threads: int | None = Field(None, gt=0)
     """torch intra-op threads; ``None`` = torch's default."""
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
@@ -141,11 +184,17 @@ class TrainConfig(_Strict):
 
 class Config(_Strict):
     name: str = "heedful"
+    """The run's name; ``heedful train`` writes to ``runs/NAME`` unless ``--run-dir`` is given."""
     data: DataConfig = DataConfig()
+    """Where the corpus comes from and how it is filtered."""
     tokenizer: TokenizerConfig = TokenizerConfig()
+    """The SentencePiece subword model(s)."""
     model: AnyModelConfig = RNNConfig()
+    """The architecture (``arch``) and its options."""
     train: TrainConfig = TrainConfig()
+    """The optimizer, schedule, budgets, validation and checkpoints."""
     decode: DecodeOptions = DecodeOptions()
+    """How the run's model decodes unless a command or request says otherwise."""
 
     @model_validator(mode="before")
     @classmethod

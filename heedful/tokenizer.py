@@ -26,16 +26,22 @@ PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 class TokenizerConfig(BaseModel):
     """The ``tokenizer`` section: how the SentencePiece model(s) are trained."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True,
+                              use_attribute_docstrings=True)
 
     type: Literal["unigram", "bpe"] = "bpe"
+    """The SentencePiece algorithm."""
     vocab_size: int = Field(8000, ge=16)
+    """Subwords per model, the special tokens included."""
     joint: bool = True
     """One SentencePiece model for both sides (``spm.model``) or one per side."""
     byte_fallback: bool = True
     """Unseen characters become UTF-8 byte pieces, never a bare ``<unk>``."""
     character_coverage: float = Field(1.0, gt=0, le=1)
+    """The share of characters the model covers (SentencePiece's option of the same name)."""
     input_sentence_size: int = Field(200_000, gt=0)
+    """SentencePiece trains on at most this many lines, drawn at random (seeded) from the
+    training data."""
     user_symbols: list[str] = []
     """Pieces that are never split, e.g. the dialogue turn separator ``<sep>``."""
 

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("tool, args", [
-    ("ruff", ["check", "heedful", "tests", "benchmarks"]),
+    ("ruff", ["check", "heedful", "tests", "benchmarks", "docs/hooks"]),
     ("mypy", []),
 ])
 def test_code_health(tool: str, args: list[str]) -> None:

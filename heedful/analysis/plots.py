@@ -12,6 +12,12 @@ import numpy as np
 def plot_attention(weights: np.ndarray, src_labels: Sequence[str], tgt_labels: Sequence[str],
                    path: str | Path, title: str | None = None) -> Path:
     """Save a heatmap of weights (T_out, S): source subwords on x, generated subwords on y."""
+    return save_figure(attention_figure(weights, src_labels, tgt_labels, title), path)
+
+
+def attention_figure(weights: np.ndarray, src_labels: Sequence[str], tgt_labels: Sequence[str],
+                     title: str | None = None) -> Any:
+    """The matplotlib figure of :func:`plot_attention` (the caller saves and closes it)."""
     plt = pyplot()
     weights = np.asarray(weights, dtype=float)
     if weights.shape != (len(tgt_labels), len(src_labels)):
@@ -31,7 +37,8 @@ def plot_attention(weights: np.ndarray, src_labels: Sequence[str], tgt_labels: S
     if title:
         ax.set_title(title, fontsize=10)
     fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label="attention weight")
-    return save_figure(fig, path)
+    fig.tight_layout()
+    return fig
 
 
 def pyplot() -> Any:

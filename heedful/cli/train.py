@@ -1,4 +1,5 @@
-"""``heedful train`` and ``heedful quickstart``: train a model."""
+"""``heedful train`` and ``heedful quickstart``: train a model; ``heedful plot``: draw
+runs' training curves."""
 
 from __future__ import annotations
 
@@ -32,6 +33,16 @@ def register(subparsers: Subparsers) -> None:
     p.add_argument("--run-dir", default="runs/quickstart")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_quickstart)
+
+    p = subparsers.add_parser("plot", help="draw the training and dev curves of one or "
+                                           "several runs (from their metrics.jsonl)")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="training run directories")
+    p.add_argument("-o", "--output", default="curves.png", help="the picture (default "
+                                                                "curves.png; .png, .svg, .pdf)")
+    p.add_argument("--x", choices=["step", "time"], default="step",
+                   help="x axis: update step (default) or training time, over all sittings")
+    p.add_argument("--json", action="store_true", help="also print the plotted points as JSON")
+    p.set_defaults(func=cmd_plot)
 
 
 def add_workers_option(parser: argparse.ArgumentParser) -> None:
@@ -86,4 +97,27 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     from heedful.quickstart import quickstart
 
     quickstart(minutes=args.minutes, run_dir=Path(args.run_dir), progress=not args.no_progress)
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """Draw the runs' curves into ``--output``; say which records a crash had cut off."""
+    import json
+    import sys
+
+    from heedful.analysis.curves import curves_json, plot_curves, read_curves
+
+    names = [Path(d).name for d in args.run_dirs]
+    runs = [read_curves(d, args.x, label=name if names.count(name) == 1 else d)
+            for d, name in zip(args.run_dirs, names, strict=True)]
+    for run in runs:
+        if run.skipped:
+            print(f"heedful: skipped {len(run.skipped)} record(s) cut off by a crash in "
+                  f"{run.run_dir / 'metrics.jsonl'} (line {', '.join(map(str, run.skipped))})",
+                  file=sys.stderr)
+    path = plot_curves(runs, args.output, args.x)
+    if args.json:
+        print(json.dumps({"output": str(path), **curves_json(runs, args.x)}))
+    else:
+        print(f"curves of {len(runs)} run(s) written to {path}")
     return 0

@@ -1,5 +1,6 @@
-"""Everything training tells the user: the console, ``train.log``, the progress bar and
-``metrics.jsonl``. The trainer reports events here and writes nowhere itself.
+"""Everything training tells the user: the console, ``train.log``, the progress bar,
+``metrics.jsonl`` and, with ``train.tensorboard``, TensorBoard (:mod:`heedful.training.board`).
+The trainer reports events here and writes nowhere itself.
 
 Per rank: rank 0 writes ``train.log`` and ``metrics.jsonl``, rank r > 0 ``train.rank{r}.log``
 and ``metrics.rank{r}.jsonl`` beside them (never over them); the progress bar is rank 0's.
@@ -17,6 +18,8 @@ from types import TracebackType
 from typing import Any, TextIO
 
 from heedful.config import TrainConfig
+from heedful.decoding.translator import Translation
+from heedful.training.board import Board
 from heedful.training.distributed import DistContext
 from heedful.training.evaluate import DevScores
 
@@ -30,13 +33,17 @@ class Reporter:
     A context manager: entering attaches the ``train.log`` handler to the ``heedful`` logger
     (so library modules' records land there too), leaving closes everything.
     ``progress``: print the console lines meant for an interactive run and show a bar (rank 0
-    only; other ranks never show one).
+    only; other ranks never show one). ``tensorboard``: also write TensorBoard event files
+    (rank 0 only).
     """
 
-    def __init__(self, run_dir: Path, rank: int, progress: bool) -> None:
+    def __init__(self, run_dir: Path, rank: int, progress: bool,
+                 tensorboard: bool = False) -> None:
         self.run_dir, self.rank = run_dir, rank
         self.is_main = rank == 0
         self.progress = progress and self.is_main
+        self.tensorboard = tensorboard and self.is_main
+        self._board: Board | None = None
         self._handler: logging.Handler | None = None
         self._bar: Any = None  # a tqdm bar while training, when progress is on
         self._bar_clock = 0.0  # when a time-budget bar last advanced
@@ -108,6 +115,8 @@ class Reporter:
             _end_cut_line(self.run_dir / "metrics.jsonl")
         name = "metrics.jsonl" if self.is_main else f"metrics.rank{self.rank}.jsonl"
         self._metrics = open(self.run_dir / name, "a", encoding="utf-8")  # noqa: SIM115
+        if self.tensorboard:
+            self._board = Board(self.run_dir, step)
         if self.progress:
             self._bar = _progress_bar(tc, step, spent_seconds)
             self._bar_clock = time.monotonic()
@@ -128,9 +137,10 @@ class Reporter:
             bar.update(1)
 
     def window(self, step: int, epoch: int, loss: float, tokens_per_s: float, lr: float,
-               seconds_left: float | None) -> None:
-        """The training loss and speed over the last ``train.log_every`` updates;
-        ``seconds_left``: of the time budget, if there is one."""
+               seconds_left: float | None, grad_norm: float, train_seconds: float) -> None:
+        """The training loss, speed and mean gradient norm (before clipping) over the last
+        ``train.log_every`` updates; ``seconds_left``: of the time budget, if there is one;
+        ``train_seconds``: the time trained so far, over all sittings."""
         postfix = {"step": str(step), "loss": f"{loss:.3f}", "tok/s": f"{tokens_per_s:,.0f}",
                    "lr": f"{lr:.2e}"}
         if seconds_left is not None:
@@ -138,10 +148,12 @@ class Reporter:
         if self._bar is not None:
             self._bar_postfix = dict(postfix)
             self._bar.set_postfix(postfix)
-        log.info("step %d epoch %d loss %.4f tok/s %.0f lr %.2e", step, epoch, loss,
-                 tokens_per_s, lr)
+        log.info("step %d epoch %d loss %.4f tok/s %.0f lr %.2e grad norm %.3g", step, epoch,
+                 loss, tokens_per_s, lr, grad_norm)
         self._write({"step": step, "train_loss": round(loss, 4),
-                     "tok_per_s": round(tokens_per_s, 1), "lr": lr}, flush=False)
+                     "tok_per_s": round(tokens_per_s, 1), "lr": lr,
+                     "grad_norm": round(grad_norm, 4),
+                     "train_seconds": round(train_seconds, 1)}, flush=False)
 
     def plateau(self, scale: float) -> None:
         """The plateau schedule lowered the learning rate."""
@@ -154,16 +166,31 @@ class Reporter:
         if self._bar is not None:
             self._bar.write(msg)
 
+    @property
+    def wants_attention(self) -> bool:
+        """Whether :meth:`attention` is worth a translation (TensorBoard is on)."""
+        return self._board is not None
+
+    def attention(self, step: int, example: Translation) -> None:
+        """A validation's translation of the first dev source, with its attention."""
+        if self._board is not None:
+            self._board.attention(step, example)
+
     def saved(self, record: dict[str, Any]) -> None:
         """A validation's ``metrics.jsonl`` record, written once its checkpoint is saved
         (flushed: a crash keeps it)."""
         self._write(record, flush=True)
+        if self._board is not None:
+            self._board.flush()
 
     def end_training(self) -> None:
         """Close the metrics file and the bar (again: a no-op)."""
         if self._metrics is not None:
             self._metrics.close()
             self._metrics = None
+        if self._board is not None:
+            self._board.close()
+            self._board = None
         if self._bar is not None:
             self._bar.close()
             self._bar = None
@@ -176,6 +203,8 @@ class Reporter:
     def _write(self, record: dict[str, Any], flush: bool) -> None:
         assert self._metrics is not None, "start_training opens the metrics file"
         self._metrics.write(json.dumps(record) + "\n")
+        if self._board is not None:
+            self._board.record(record)
         if flush:
             self._metrics.flush()
 

@@ -123,6 +123,9 @@ class StepStats:
     """Target tokens in the global batch."""
     lr: float
     """The learning rate the update used."""
+    grad_norm: torch.Tensor
+    """The gradient's global L2 norm before clipping (0-d, on the training device, like
+    ``loss_sum``; the same on every rank: DDP has averaged the gradients)."""
 
 
 class StepRunner:
@@ -165,7 +168,10 @@ class StepRunner:
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)  # clip the true gradient, not the scaled one
         if tc.clip_norm is not None:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.clip_norm)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.clip_norm)
+        else:
+            grad_norm = torch.nn.utils.get_total_norm(
+                [p.grad for p in self.model.parameters() if p.grad is not None])
         lr = learning_rate(tc, done + 1, plateau_scale, self.model_dim)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -174,7 +180,7 @@ class StepRunner:
             self.scaler.update()
         else:
             self.optimizer.step()
-        return StepStats(step_loss, num_tokens, lr)
+        return StepStats(step_loss, num_tokens, lr, grad_norm.detach())
 
     def _forward_backward(self, batches: Sequence[Batch], num_tokens: int) -> torch.Tensor:
         """Accumulate the gradients of ``batches``; returns their summed loss (0-d, on the

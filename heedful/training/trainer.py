@@ -41,7 +41,7 @@ from heedful.checkpoint import (
 )
 from heedful.config import Config, TrainConfig, load_config, save_config
 from heedful.data import Batch
-from heedful.decoding.translator import resolve_run_dir
+from heedful.decoding.translator import Translator, resolve_run_dir
 from heedful.errors import TrainError
 from heedful.nn.architectures import build_model, count_parameters
 from heedful.nn.seq2seq import Seq2SeqModel
@@ -84,6 +84,9 @@ class _Window:
     start: float
     tokens: int = 0
     loss: torch.Tensor | float = 0.0
+    grad_norm: torch.Tensor | float = 0.0
+    """The summed gradient norms of the window's updates."""
+    updates: int = 0
 
 
 class Trainer:
@@ -214,19 +217,24 @@ class Trainer:
     def _count(self, stats: StepStats) -> None:
         self.window.tokens += stats.num_tokens
         self.window.loss += stats.loss_sum
+        self.window.grad_norm += stats.grad_norm
+        self.window.updates += 1
         self.tokens_trained += stats.num_tokens
         self.reporter.step_done(self.state.step)
 
     def log_window(self, lr: float) -> None:
-        """Report the loss per token and tokens/s since the last report; start a new
-        window."""
+        """Report the loss per token, tokens/s and the mean gradient norm since the last
+        report; start a new window."""
         window = self.window
         local = float(window.loss)  # the window's one wait for the device
         loss = self.ctx.sum([local])[0] / max(window.tokens, 1)  # tokens: the global count
-        rate = window.tokens / max(time.monotonic() - window.start, 1e-9)
-        left = (max(self.deadline - time.monotonic(), 0.0) if self.deadline is not None
-                else None)
-        self.reporter.window(self.state.step, self.stream.epoch, loss, rate, lr, left)
+        grad_norm = float(window.grad_norm) / max(window.updates, 1)
+        now = time.monotonic()
+        rate = window.tokens / max(now - window.start, 1e-9)
+        left = max(self.deadline - now, 0.0) if self.deadline is not None else None
+        trained = self.state.train_seconds + now - self.clock
+        self.reporter.window(self.state.step, self.stream.epoch, loss, rate, lr, left,
+                             grad_norm, trained)
         self.window = _Window(time.monotonic())
 
     # ------------------------------------------------------------------ validation
@@ -245,6 +253,7 @@ class Trainer:
         is_best = self._validate(record) if self.data.dev is not None else True
         self._save(is_best)
         record["lr"] = self.runner.optimizer.param_groups[0]["lr"]
+        record["train_seconds"] = round(state.train_seconds, 1)
         self.reporter.saved(record)
         patience = self.tc.patience
         return patience is not None and state.bad_validations >= patience and not final
@@ -270,7 +279,19 @@ class Trainer:
             self.reporter.plateau(plateau.scale)
         state.plateau = plateau
         self.reporter.validated(state.step, scores, is_best)
+        if self.reporter.wants_attention:
+            self._report_attention()
         return is_best
+
+    def _report_attention(self) -> None:
+        """Translate the first dev source (greedy) and give its attention to the reporter,
+        so one can watch it form from one validation to the next."""
+        assert self.data.dev is not None
+        translator = Translator(self.model, self.data.tokenizer, self.cfg)
+        example = translator.translate(self.data.dev.src[:1], return_attention=True,
+                                       beam_size=1, n_best=1)[0]
+        self.model.train()
+        self.reporter.attention(self.state.step, example)
 
     def _save(self, is_best: bool) -> None:
         """Checkpoint the weights, the optimizer and the state (with the stream position, the
@@ -388,7 +409,8 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     if distributed.env_rank() == 0:  # under torchrun, rank 0 alone writes the run directory
         save_config(config, run_dir / "config.yaml")
-    with Reporter(run_dir, distributed.env_rank(), progress) as reporter:
+    with Reporter(run_dir, distributed.env_rank(), progress,
+                  config.train.tensorboard) as reporter:
         ctx = distributed.setup(config.train.device, config.train.dist_timeout_minutes)
         try:
             result = Trainer.setup(config, run_dir, ctx, reporter, resume, init_from,
