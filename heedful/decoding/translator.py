@@ -191,7 +191,7 @@ class Translator:
         each line sentence by sentence instead."""
         opts = self.decode_options(**decode_overrides)
         if constraints is not None:
-            constraints = _check_constraints(constraints, len(lines), opts)
+            constraints = check_constraints(constraints, len(lines), opts)
         numbers = range(first_line, first_line + len(lines))
         if not opts.split_sentences:
             return self._translate(list(lines), list(numbers), opts, return_attention,
@@ -394,7 +394,7 @@ def _report_cuts(encoded: list[list[int]], limit: int, numbers: list[int],
     return cuts
 
 
-def _check_constraints(constraints: Sequence[Sequence[str]], num_lines: int,
+def check_constraints(constraints: Sequence[Sequence[str]], num_lines: int,
                        opts: DecodeOptions) -> Sequence[Sequence[str]]:
     """The per-line constraints, checked: one list of non-empty phrases per line, and
     options that beam search can honour them with."""
