@@ -28,6 +28,13 @@ def contains(tokens: list[int], phrase: list[int]) -> bool:
     return any(tokens[i : i + n] == phrase for i in range(len(tokens) - n + 1))
 
 
+def ends_a_word(tokens: list[int], phrase: list[int], glue: set[int]) -> bool:
+    """Some occurrence of ``phrase`` is followed by no token of ``glue``."""
+    n = len(phrase)
+    return any(tokens[i : i + n] == phrase and (i + n == len(tokens) or tokens[i + n] not in glue)
+               for i in range(len(tokens) - n + 1))
+
+
 def test_oracle_takes_the_best_output_that_holds_the_phrase() -> None:
     # unconstrained best is B B EOS (.3645); the best with "A A" is A A EOS = .55 * .3 * .9
     src = torch.tensor([[A, EOS_ID]])
@@ -42,7 +49,8 @@ def test_progress_follows_phrases_and_drops_a_broken_one() -> None:
     p = Progress((False, False)).advance(7, phrases).advance(8, phrases)
     assert (p.inside, p.pos, p.met_tokens(phrases), p.wanted(phrases)) == (0, 2, 2, [9])
     p = p.advance(4, phrases)  # breaks the first phrase, meets the second
-    assert (p.met, p.inside, p.met_tokens(phrases)) == ((False, True), None, 1)
+    assert (p.met, p.inside, p.met_tokens(phrases), p.ended) == ((False, True), None, 1, True)
+    assert not p.advance(5, phrases).ended
     assert p.advance(7, phrases).advance(8, phrases).advance(9, phrases).all_met
 
 
@@ -51,12 +59,16 @@ def test_every_phrase_appears_in_every_output(name: str) -> None:
     model = small_model(**CONFIGS[name])
     src, src_mask = pad(sources(), PAD_ID)
     wanted = [[[7, 8]], [[9], [12, 13, 14]], [[6], [6]]]
+    glue = torch.zeros(20, dtype=torch.bool)
+    glue[[10, 11, 15]] = True  # pieces that would continue a phrase's last word
     hyps = constrained_beam_search(model, src, src_mask, torch.full((3,), 12), wanted,
-                                   beam_size=4, n_best=2, return_attention=name != "none")
+                                   beam_size=4, n_best=2, return_attention=name != "none",
+                                   continues_word=glue)
     for nbest, phrases in zip(hyps, wanted, strict=True):
         assert len(nbest) == 2
         for h in nbest:
             assert all(contains(h.tokens, p) for p in phrases), (h.tokens, phrases)
+            assert all(ends_a_word(h.tokens, p, {10, 11, 15}) for p in phrases), h.tokens
             assert h.tokens.count(6) >= 2 or phrases != [[6], [6]]
             if name != "none":
                 assert h.attention is not None and h.attention.size(0) == len(h.tokens)

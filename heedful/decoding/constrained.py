@@ -63,6 +63,8 @@ class Progress:
     met: tuple[bool, ...]
     inside: int | None = None
     pos: int = 0
+    ended: bool = False
+    """The last token completed a phrase (the next may not continue its word)."""
 
     def advance(self, token: int, phrases: Phrases) -> Progress:
         """The progress after ``token``."""
@@ -70,13 +72,13 @@ class Progress:
             phrase = phrases[self.inside]
             if token == phrase[self.pos]:
                 if self.pos + 1 == len(phrase):
-                    return Progress(_with(self.met, self.inside))
+                    return Progress(_with(self.met, self.inside), ended=True)
                 return replace(self, pos=self.pos + 1)
         for c, phrase in enumerate(phrases):  # a token that starts a phrase not yet met
             if not self.met[c] and phrase[0] == token:
-                return Progress(_with(self.met, c)) if len(phrase) == 1 else Progress(
-                    self.met, c, 1)
-        return self if self.inside is None else Progress(self.met)
+                return Progress(_with(self.met, c), ended=True) if len(phrase) == 1 \
+                    else Progress(self.met, c, 1)
+        return self if self.inside is None and not self.ended else Progress(self.met)
 
     def wanted(self, phrases: Phrases) -> list[int]:
         """The tokens that advance a phrase from here."""
@@ -147,11 +149,14 @@ def check_room(constraints: Sequence[Phrases], caps: Sequence[int]) -> None:
 def constrained_beam_search(model: Decodable, src: Tensor, src_mask: Tensor, max_len: Tensor,
                             constraints: Sequence[Phrases], beam_size: int, alpha: float = 1.0,
                             n_best: int = 1, return_attention: bool = False,
-                            stop: str = "certain") -> list[list[Hypothesis]]:
+                            stop: str = "certain", continues_word: Tensor | None = None
+                            ) -> list[list[Hypothesis]]:
     """Beam search whose every hypothesis contains each of its sentence's ``constraints``
     (per sentence, phrases of target ids); the ``n_best`` of each sentence, best first.
     Scores, length penalty and stop rules are those of
-    :func:`~heedful.decoding.search.beam_search`."""
+    :func:`~heedful.decoding.search.beam_search`. ``continues_word`` (V,) bool: the tokens
+    that may not follow a completed phrase (the pieces that would glue onto its last word,
+    see :meth:`~heedful.tokenizer.Tokenizer.tgt_continues_word`); None: any may."""
     if stop not in ("certain", "top_finished"):
         raise ValueError(f"unknown beam stop rule {stop!r}; choose certain or top_finished")
     if n_best > beam_size:
@@ -174,7 +179,7 @@ def constrained_beam_search(model: Decodable, src: Tensor, src_mask: Tensor, max
         active = [searches[s] for s in sents]
         logp, state, attn = model.step(prev, state, return_attention)
         settings.lp_dtype = torch.promote_types(settings.lp_dtype, logp.dtype)
-        _forbid_early_eos(logp, active)
+        _mask(logp, active, continues_word)
         cands = _candidates(scores, logp, active, t)
         parents, tokens, new_scores, keep = [], [], [], []
         for i, (sent, search) in enumerate(zip(sents, active, strict=True)):
@@ -228,12 +233,21 @@ class _AttentionRows:
         return row if self.history is None else torch.cat([self.history[self.base + b], row])
 
 
-def _forbid_early_eos(logp: Tensor, active: list[_Sentence]) -> None:
-    """EOS gets log-prob -inf (in place) in the rows of beams with phrases still to meet."""
+def _mask(logp: Tensor, active: list[_Sentence], continues_word: Tensor | None) -> None:
+    """In place: EOS gets log-prob -inf in the rows of beams with phrases still to meet, and
+    the ``continues_word`` tokens in the rows of beams whose last token ended a phrase."""
     rows = [i * len(s.beams) + b for i, s in enumerate(active)
             for b, beam in enumerate(s.beams) if beam is not None and not beam.progress.all_met]
     if rows:
         logp[torch.tensor(rows, device=logp.device), EOS_ID] = float("-inf")
+    ended = [i * len(s.beams) + b for i, s in enumerate(active)
+             for b, beam in enumerate(s.beams) if beam is not None and beam.progress.ended]
+    if ended and continues_word is not None:
+        glue = continues_word.to(logp.device)
+        if glue.numel() < logp.size(-1):  # a copy model's extra ids (copied source words)
+            glue = torch.cat([glue, glue.new_zeros(logp.size(-1) - glue.numel())])
+        index = torch.tensor(ended, device=logp.device)
+        logp[index] = logp[index].masked_fill(glue, float("-inf"))
 
 
 def _candidates(scores: Tensor, logp: Tensor, active: list[_Sentence], t: int

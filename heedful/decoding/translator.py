@@ -291,9 +291,11 @@ class Translator:
                 return sample_search(self.model, src_t, src_mask, caps, sampling, generator,
                                      sample=opts.sample, return_attention=return_attention)
             if constraints is not None:
+                glue = torch.tensor(self.tokenizer.tgt_continues_word(), dtype=torch.bool)
                 return constrained_beam_search(
                     self.model, src_t, src_mask, caps, constraints, opts.beam_size,
-                    opts.length_penalty, opts.n_best, return_attention, stop=opts.beam_stop)
+                    opts.length_penalty, opts.n_best, return_attention, stop=opts.beam_stop,
+                    continues_word=glue)
             if opts.beam_size == 1 and opts.n_best == 1:
                 return greedy_search(self.model, src_t, src_mask, caps, return_attention)
             return beam_search(self.model, src_t, src_mask, caps, opts.beam_size,
