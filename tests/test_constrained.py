@@ -132,6 +132,10 @@ def test_cli_constraints_file(tmp_path: Path, capsys) -> None:
     assert len(lines) == 2 and "heaven" in lines[0]
     assert main(["translate", "bible-es-en", "-i", str(src), "--constraints", str(bad)]) == 2
     assert f"heedful: error: {bad}:2: not JSON" in capsys.readouterr().err
+    cons.write_text('["heaven"]\n', encoding="utf-8")
+    assert main(["translate", "bible-es-en", "-i", str(src), "--constraints", str(cons)]) == 2
+    assert ("heedful: error: the constraints end after line 1 but the input goes on"
+            in capsys.readouterr().err)
 
 
 def test_http_constraints(translator: Translator) -> None:

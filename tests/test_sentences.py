@@ -77,3 +77,19 @@ def test_cli_warns_about_a_cut_line_and_strict_stops(tmp_path: Path, capsys) -> 
     assert err.splitlines() == ["heedful: error: input line 2 has 2,201 subwords, more than "
                                 "the 1,024 the model takes (1,177 would be cut); "
                                 "--split-sentences translates it sentence by sentence"]
+
+
+def test_http_split_sentences(translator: Translator) -> None:
+    pytest.importorskip("fastapi", reason="heedful[serve] is not installed")
+    from fastapi.testclient import TestClient
+
+    from heedful.serving.server import create_app
+
+    with TestClient(create_app({"m": translator})) as client:
+        res = client.post("/translate", json={"texts": [" ".join(VERSES), ""], "beam_size": 2,
+                                              "split_sentences": True})
+        assert res.status_code == 200, res.text
+        out = [t["translation"] for t in res.json()["translations"]]
+        alone = [t.text for t in translator.translate(VERSES, beam_size=2)]
+        assert out == [" ".join(alone), ""]
+        assert res.json()["translations"][0]["source_cut"] == 0

@@ -358,16 +358,16 @@ class Translator:
             for chunk in _chunked(lines, chunk_size):
                 phrases = None if wanted is None else list(islice(wanted, len(chunk)))
                 if phrases is not None and len(phrases) < len(chunk):
-                    raise DataError(f"constraints for {first + len(phrases) - 1} lines, but the "
-                                    "input has more: give one list (maybe []) per line")
+                    raise DataError(f"the constraints end after line {first + len(phrases) - 1}"
+                                    " but the input goes on: give one list (maybe []) per line")
                 yield from self.translate(chunk, constraints=phrases, first_line=first,
                                           **opts.model_dump())
                 first += len(chunk)
                 if bar is not None:
                     bar.update(len(chunk))
             if wanted is not None and next(wanted, None) is not None:
-                raise DataError(f"constraints for more lines than the input's {first - 1}: "
-                                "give one list (maybe []) per line")
+                raise DataError(f"the constraints go on after the input's last line "
+                                f"({first - 1}): give one list (maybe []) per line")
         finally:
             if bar is not None:
                 bar.close()
