@@ -203,6 +203,9 @@ def constrained_beam_search(model: Decodable, src: Tensor, src_mask: Tensor, max
         sents = [sents[i] for i in keep]
         scores = torch.tensor(new_scores, dtype=scores.dtype, device=device)
         prev = torch.tensor(tokens, dtype=torch.long, device=device).view(-1)
+    for i, s in enumerate(searches):
+        if not s.finished:  # cannot happen while the phrases fit (checked above): a bug
+            raise RuntimeError(f"sentence {i}: constrained search ended without an output")
     return [sorted(s.finished, key=lambda h: h.norm_score, reverse=True)[:n_best]
             for s in searches]
 
