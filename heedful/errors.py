@@ -40,3 +40,8 @@ class TrainError(UserError, RuntimeError):
 
 class CorpusBuildError(UserError, RuntimeError):
     """A corpus that ``heedful data`` cannot build from what it was given."""
+
+
+class LongInputWarning(UserWarning):
+    """An input longer than the model takes, cut to fit (the message names the line and how
+    much was cut). The console script prints it as one ``heedful: warning: ...`` line."""

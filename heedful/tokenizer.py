@@ -184,6 +184,12 @@ class Tokenizer:
     def decode_tgt(self, ids: Sequence[int]) -> str:
         return str(self.tgt.decode([i for i in ids if i > EOS_ID]))
 
+    def tgt_continues_word(self) -> list[bool]:
+        """Per target id: whether the piece continues the word before it (no leading ``▁``,
+        a letter or digit first); constrained search lets no such piece follow a phrase."""
+        pieces = [str(self.tgt.id_to_piece(i)) for i in range(self.tgt_vocab_size)]
+        return [i > EOS_ID and p[:1].isalnum() for i, p in enumerate(pieces)]
+
     def src_pieces(self, ids: Sequence[int]) -> list[str]:
         return [self._piece(self.src, i) for i in ids]
 

@@ -70,10 +70,12 @@ def test_translate_files_and_json_nbest(trained_run: Path, tmp_path: Path, capsy
 
 def test_source_pieces_end_with_one_eos_and_long_inputs_are_capped(trained_run: Path) -> None:
     from heedful.decoding.translator import MAX_SOURCE_PIECES, Translator
+    from heedful.errors import LongInputWarning
 
     translator = Translator.from_checkpoint(trained_run)
-    short, long = translator.translate(["Y dijo Dios.", "palabra " * 3000], beam_size=1,
-                                       max_len_a=0.01, max_len_b=2)
+    with pytest.warns(LongInputWarning, match="input line 2 has .* subwords"):
+        short, long = translator.translate(["Y dijo Dios.", "palabra " * 3000], beam_size=1,
+                                           max_len_a=0.01, max_len_b=2)
     assert short.src_pieces[-1] == "</s>" and short.src_pieces[-2] != "</s>"
     assert len(long.src_pieces) == MAX_SOURCE_PIECES and long.src_pieces[-1] == "</s>"
 

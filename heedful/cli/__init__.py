@@ -15,9 +15,10 @@ import shlex
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import TextIO
 
 from heedful.cli import align, bench, data, evaluate, prepare, serve, train, translate
-from heedful.errors import UserError
+from heedful.errors import LongInputWarning, UserError
 
 FAMILIES = (train, prepare, translate, evaluate, align, serve, data, bench)
 """The command modules, each with ``register(subparsers)``."""
@@ -56,6 +57,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """Call the command's handler; turn what it raises into a message and an exit status."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        return _run_handler(args, argv)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: TextIO | None = None, line: str | None = None) -> None:
+    """heedful's own warnings (a cut input) as one ``heedful: warning:`` line; any other
+    as Python prints it."""
+    import warnings
+
+    if issubclass(category, LongInputWarning):
+        print(f"heedful: warning: {message}", file=sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+def _run_handler(args: argparse.Namespace, argv: Sequence[str]) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as err:

@@ -35,6 +35,26 @@ def iter_input(path: str | None) -> Iterator[str]:
     return iter_lines(path)
 
 
+def iter_constraints(path: str) -> Iterator[list[str]]:
+    """``--constraints FILE``: one JSON list of target phrases per input line (``[]`` for
+    none), read a block at a time; anything else is a :class:`~heedful.errors.DataError`
+    naming the file and line."""
+    import json
+
+    from heedful.errors import DataError
+    from heedful.lines import iter_lines
+
+    for number, line in enumerate(iter_lines(path), 1):
+        try:
+            phrases = json.loads(line) if line.strip() else []
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{number}: not JSON ({err.msg}); give one JSON list of "
+                            'phrases per input line, e.g. ["firmament", "green herb"]') from None
+        if not isinstance(phrases, list) or not all(isinstance(p, str) for p in phrases):
+            raise DataError(f"{path}:{number}: expected a JSON list of strings, got {line!r}")
+        yield phrases
+
+
 def pair_chunks(src: str, tgt: str) -> Iterator[Segments]:
     """The pairs of two line-aligned files, a chunk at a time (different line counts are
     an error once the shorter file ends)."""

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
 from heedful.cli.options import add_decode_options, add_device_options, decode_overrides
-from heedful.cli.streams import iter_input, output, pair_chunks
+from heedful.cli.streams import iter_constraints, iter_input, output, pair_chunks
 from heedful.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
@@ -24,6 +24,10 @@ def register(subparsers: Subparsers) -> None:
     p.add_argument("--input", "-i")
     p.add_argument("--output", "-o")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--constraints", metavar="FILE",
+                   help="one JSON list of target phrases per input line, e.g. "
+                        '["green herb"] ([] for none): each must appear in its translation '
+                        "(lexically constrained beam search)")
     add_device_options(p)
     add_decode_options(p)
     p.set_defaults(func=cmd_translate)
@@ -83,9 +87,10 @@ def cmd_translate(args: argparse.Namespace) -> int:
     """Translate the lines of --input (or stdin), one output line (or JSON object) each,
     streaming: a chunk of lines at a time, each written as soon as its chunk is done."""
     translator = load_translator(args.run_dir, args.quantize, args.device, args.precision)
+    constraints = None if args.constraints is None else iter_constraints(args.constraints)
     results = translator.translate_stream(iter_input(args.input),
                                           progress=args.output is not None,
-                                          **decode_overrides(args))
+                                          constraints=constraints, **decode_overrides(args))
     with output(args.output) as out:
         for r in results:
             if args.json:

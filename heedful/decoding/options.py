@@ -15,6 +15,10 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.fields import FieldInfo
 
+SplitLanguage = Literal["am", "ar", "bg", "da", "de", "el", "en", "es", "fa", "fr", "hi", "hy",
+                        "it", "ja", "kk", "mr", "my", "nl", "pl", "ru", "sk", "ur", "zh"]
+"""The languages pysbd segments (``pysbd.languages.LANGUAGE_CODES``)."""
+
 
 class DecodeOptions(BaseModel):
     """How outputs are searched for: greedy or beam search, or sampling."""
@@ -53,6 +57,14 @@ class DecodeOptions(BaseModel):
     """Never repeat an n-gram of this size (0 = off); greedy search and sampling."""
     seed: int = 0
     """Seed of the sampler: the same input, options and seed give the same output."""
+    split_sentences: bool = False
+    """Split each input line into sentences (pysbd), translate them as one batch and join each
+    line's translations with a space: one output line per input line. For long documents."""
+    split_language: SplitLanguage = "en"
+    """Language of the source text for split_sentences (pysbd's rules for abbreviations and
+    punctuation)."""
+    strict: bool = False
+    """An input longer than the model takes is an error instead of a warning (it is cut)."""
 
     @model_validator(mode="after")
     def _check_search(self) -> DecodeOptions:
@@ -64,6 +76,9 @@ class DecodeOptions(BaseModel):
         if repeats and not self.sample and self.beam_size > 1:
             raise ValueError("decode.repetition_penalty and decode.no_repeat_ngram_size apply "
                              "to greedy search (beam_size: 1) and to sampling (sample: true)")
+        if self.split_sentences and self.n_best > 1:
+            raise ValueError("decode.split_sentences gives one translation per line: it needs "
+                             "n_best: 1")
         return self
 
 

@@ -26,8 +26,11 @@ from torch import Tensor
 from heedful.checkpoint import CheckpointError, find_checkpoint, load_model_weights
 from heedful.config import Config, ConfigError, load_config
 from heedful.data import pad
+from heedful.decoding.constrained import constrained_beam_search
 from heedful.decoding.options import DecodeOptions
 from heedful.decoding.search import Hypothesis, beam_search, greedy_search, max_lengths
+from heedful.decoding.sentences import SplitLines, split_lines
+from heedful.errors import DataError, LongInputWarning
 from heedful.nn.architectures import build_model
 from heedful.nn.pointer_generator import extend_source, extended_pieces, extended_text
 from heedful.nn.seq2seq import Seq2SeqModel
@@ -38,7 +41,7 @@ from heedful.tokenizer import PAD_ID, Tokenizer
 
 SHIPPED_MODELS_DIR = Path(__file__).parent.parent / "pretrained"
 MAX_SOURCE_PIECES = 1024
-"""Longer inputs are cut to this many subwords (documented; never a crash)."""
+"""Longer inputs are cut to this many subwords, with a warning (an error with ``strict``)."""
 MAX_OUTPUT_PIECES = 2048
 """The longest output of a model without a position limit of its own (the RNN)."""
 STREAM_CHUNK = 10_000
@@ -75,6 +78,8 @@ class Translation:
     tgt_pieces: list[str] = field(default_factory=list)
     attention: Tensor | None = None
     num_tokens: int = 0
+    source_cut: int = 0
+    """Subwords cut from the end of an input longer than the model takes (0: none)."""
 
 
 class Translator:
@@ -173,15 +178,50 @@ class Translator:
             raise ConfigError(f"invalid decoding options: {problems}") from None
 
     def translate(self, lines: Sequence[str], return_attention: bool = False,
-                  progress: bool = False, **decode_overrides: object) -> list[Translation]:
+                  progress: bool = False, constraints: Sequence[Sequence[str]] | None = None,
+                  first_line: int = 1, **decode_overrides: object) -> list[Translation]:
+        """One :class:`Translation` per line, in order (an empty line gives an empty one).
+
+        ``constraints``: per line, target phrases its translation must contain (lexically
+        constrained beam search, :mod:`heedful.decoding.constrained`); a line with none is
+        translated as without. ``first_line``: the number of ``lines[0]`` in warnings and
+        errors. An input longer than the model takes is cut, with a
+        :class:`~heedful.errors.LongInputWarning` naming the line (a
+        :class:`~heedful.errors.DataError` with ``strict``); ``split_sentences`` translates
+        each line sentence by sentence instead."""
         opts = self.decode_options(**decode_overrides)
-        src_ids = [_cap_source(ids, min(MAX_SOURCE_PIECES, self.max_positions or MAX_SOURCE_PIECES))
-                   for ids in
-                   self.tokenizer.encode_src([line.strip() for line in lines])]
+        if constraints is not None:
+            constraints = check_constraints(constraints, len(lines), opts)
+        numbers = range(first_line, first_line + len(lines))
+        if not opts.split_sentences:
+            return self._translate(list(lines), list(numbers), opts, return_attention,
+                                   progress, constraints)
+        if return_attention or constraints is not None:
+            raise ConfigError("split_sentences gives each line several translations: it takes "
+                              "neither return_attention nor constraints")
+        split = split_lines(lines, opts.split_language)
+        parts = self._translate(split.sentences, [numbers[o] for o in split.owner], opts,
+                                False, progress, None)
+        return _joined(split, parts)
+
+    def _translate(self, lines: list[str], numbers: list[int], opts: DecodeOptions,
+                   return_attention: bool, progress: bool,
+                   constraints: Sequence[Sequence[str]] | None) -> list[Translation]:
+        """:meth:`translate` of whole lines; ``numbers``: each line's number for messages."""
+        limit = min(MAX_SOURCE_PIECES, self.max_positions or MAX_SOURCE_PIECES)
+        encoded = self.tokenizer.encode_src([line.strip() for line in lines])
+        cuts = _report_cuts(encoded, limit, numbers, opts)
+        src_ids = [_cap_source(ids, limit) for ids in encoded]
+        phrases = (None if constraints is None
+                   else self._constraint_ids(constraints, src_ids, numbers, opts))
         results: list[Translation | None] = [None] * len(lines)
         order = sorted((i for i, line in enumerate(lines) if line.strip()),
                        key=lambda i: -len(src_ids[i]))
-        batches = [order[s : s + opts.batch_size] for s in range(0, len(order), opts.batch_size)]
+        # lines with constraints decode apart: the others are translated exactly as without
+        groups = [order] if phrases is None else [[i for i in order if not phrases[i]],
+                                                 [i for i in order if phrases[i]]]
+        batches = [g[s : s + opts.batch_size] for g in groups
+                   for s in range(0, len(g), opts.batch_size)]
         # one seeded generator per call: the same lines, options and seed, the same samples
         generator = None
         if opts.sample:
@@ -195,18 +235,45 @@ class Translator:
             bar = tqdm(total=len(order), unit="sent", desc="translate", leave=False)
         for batch in batches:
             batch_src = [src_ids[i] for i in batch]
-            hyps = self._decode_batch(batch_src, opts, return_attention, generator)
+            wanted = None if phrases is None or not phrases[batch[0]] else [
+                phrases[i] for i in batch]
+            hyps = self._decode_batch(batch_src, opts, return_attention, generator, wanted)
             oov = self._copied_source_ids(batch_src)
             for i, nbest in zip(batch, hyps, strict=True):
-                results[i] = self._to_translation(src_ids[i], nbest, oov)
+                result = self._to_translation(src_ids[i], nbest, oov)
+                result.source_cut = cuts[i]
+                results[i] = result
             if bar is not None:
                 bar.update(len(batch))
         if bar is not None:
             bar.close()
         return [r if r is not None else Translation("", 0.0) for r in results]
 
+    def _constraint_ids(self, constraints: Sequence[Sequence[str]], src_ids: list[list[int]],
+                        numbers: list[int], opts: DecodeOptions) -> list[list[list[int]]]:
+        """Each line's constraints as target subword ids, each phrase segmented as it reads
+        mid-sentence (after a space: SentencePiece's ``▁`` prefix); a line whose phrases
+        cannot fit in its output cap is a :class:`~heedful.errors.DataError`."""
+        out = []
+        for ids, phrases, number in zip(src_ids, constraints, numbers, strict=True):
+            pieces = self.tokenizer.encode_tgt(list(phrases)) if phrases else []
+            need = sum(len(p) for p in pieces)
+            if need:
+                cap = int(max_lengths(torch.ones(1, len(ids), dtype=torch.bool),
+                                      opts.max_len_a, opts.max_len_b)[0])
+                cap = min(cap, self.max_positions or MAX_OUTPUT_PIECES)
+                if need > cap:
+                    raise DataError(
+                        f"input line {number}: its constraints take {need} subwords, more than "
+                        f"its output may have ({cap}: max_len_a × source length + max_len_b); "
+                        "raise --max-len-b or give fewer constraints")
+            out.append(pieces)
+        return out
+
     def _decode_batch(self, src: list[list[int]], opts: DecodeOptions, return_attention: bool,
-                      generator: torch.Generator | None = None) -> list[list[Hypothesis]]:
+                      generator: torch.Generator | None = None,
+                      constraints: list[list[list[int]]] | None = None
+                      ) -> list[list[Hypothesis]]:
         src_t, src_mask = pad(src, PAD_ID)
         caps = max_lengths(src_mask, opts.max_len_a, opts.max_len_b)
         caps = caps.clamp(max=self.max_positions or MAX_OUTPUT_PIECES)  # read on the host
@@ -223,6 +290,12 @@ class Translator:
                                            opts.repetition_penalty, opts.no_repeat_ngram_size)
                 return sample_search(self.model, src_t, src_mask, caps, sampling, generator,
                                      sample=opts.sample, return_attention=return_attention)
+            if constraints is not None:
+                glue = torch.tensor(self.tokenizer.tgt_continues_word(), dtype=torch.bool)
+                return constrained_beam_search(
+                    self.model, src_t, src_mask, caps, constraints, opts.beam_size,
+                    opts.length_penalty, opts.n_best, return_attention, stop=opts.beam_stop,
+                    continues_word=glue)
             if opts.beam_size == 1 and opts.n_best == 1:
                 return greedy_search(self.model, src_t, src_mask, caps, return_attention)
             return beam_search(self.model, src_t, src_mask, caps, opts.beam_size,
@@ -265,29 +338,97 @@ class Translator:
         )
 
     def translate_stream(self, lines: Iterable[str], chunk_size: int | None = None,
-                         progress: bool = False, **decode_overrides: object
-                         ) -> Iterator[Translation]:
+                         progress: bool = False,
+                         constraints: Iterable[Sequence[str]] | None = None,
+                         **decode_overrides: object) -> Iterator[Translation]:
         """:meth:`translate` over an input of any length in constant memory: ``chunk_size``
         lines at a time (default ``STREAM_CHUNK``; each chunk sorted by length into batches),
-        the results yielded in input order as each chunk is done."""
+        the results yielded in input order as each chunk is done. ``constraints``: one list of
+        phrases per line, read alongside (as many as there are lines)."""
         opts = self.decode_options(**decode_overrides)
         chunk_size = chunk_size or STREAM_CHUNK
+        wanted = None if constraints is None else iter(constraints)
         bar = None
         if progress:
             from tqdm import tqdm
 
             bar = tqdm(unit="sent", desc="translate", leave=False)
         try:
+            first = 1
             for chunk in _chunked(lines, chunk_size):
-                yield from self.translate(chunk, **opts.model_dump())
+                phrases = None if wanted is None else list(islice(wanted, len(chunk)))
+                if phrases is not None and len(phrases) < len(chunk):
+                    raise DataError(f"the constraints end after line {first + len(phrases) - 1}"
+                                    " but the input goes on: give one list (maybe []) per line")
+                yield from self.translate(chunk, constraints=phrases, first_line=first,
+                                          **opts.model_dump())
+                first += len(chunk)
                 if bar is not None:
                     bar.update(len(chunk))
+            if wanted is not None and next(wanted, None) is not None:
+                raise DataError(f"the constraints go on after the input's last line "
+                                f"({first - 1}): give one list (maybe []) per line")
         finally:
             if bar is not None:
                 bar.close()
 
     def translate_lines(self, lines: Iterable[str], **kwargs: object) -> list[str]:
         return [t.text for t in self.translate(list(lines), **kwargs)]  # type: ignore[arg-type]
+
+
+def _report_cuts(encoded: list[list[int]], limit: int, numbers: list[int],
+                 opts: DecodeOptions) -> list[int]:
+    """How many subwords each input loses to the model's limit; a warning for each one cut
+    (a :class:`~heedful.errors.DataError` for the first, with ``strict``)."""
+    import warnings
+
+    cuts = [max(len(ids) - limit, 0) for ids in encoded]
+    hint = "" if opts.split_sentences else "; --split-sentences translates it sentence by sentence"
+    for cut, ids, number in zip(cuts, encoded, numbers, strict=True):
+        if not cut:
+            continue
+        what = f"input line {number}{' (one of its sentences)' if opts.split_sentences else ''}"
+        if opts.strict:
+            raise DataError(f"{what} has {len(ids):,} subwords, more than the {limit:,} the "
+                            f"model takes ({cut:,} would be cut){hint}")
+        warnings.warn(f"{what} has {len(ids):,} subwords, more than the {limit:,} the model "
+                      f"takes: its last {cut:,} were cut{hint}", LongInputWarning, stacklevel=4)
+    return cuts
+
+
+def check_constraints(constraints: Sequence[Sequence[str]], num_lines: int,
+                       opts: DecodeOptions) -> Sequence[Sequence[str]]:
+    """The per-line constraints, checked: one list of non-empty phrases per line, and
+    options that beam search can honour them with."""
+    if isinstance(constraints, str) or len(constraints) != num_lines:
+        raise DataError(f"constraints: give one list of phrases per line ({num_lines} lines)")
+    if opts.sample or opts.repetition_penalty != 1.0 or opts.no_repeat_ngram_size > 0:
+        raise ConfigError("constraints need beam search: not with sample, repetition_penalty "
+                          "or no_repeat_ngram_size")
+    for i, phrases in enumerate(constraints):
+        if isinstance(phrases, str) or not all(isinstance(p, str) and p.strip()
+                                               for p in phrases):
+            raise DataError(f"constraints of line {i + 1}: give a list of non-empty phrases, "
+                            f"not {phrases!r}")
+    return constraints
+
+
+def _joined(split: SplitLines, parts: list[Translation]) -> list[Translation]:
+    """One translation per input line from its sentences' translations (``split_sentences``):
+    the texts joined with a space, the mean of their scores, the pieces concatenated."""
+    by_line: list[list[Translation]] = [[] for _ in range(split.num_lines)]
+    for p, owner in zip(parts, split.owner, strict=True):
+        by_line[owner].append(p)
+    out = []
+    for text, mine in zip(split.join([p.text for p in parts]), by_line, strict=True):
+        score = sum(p.score for p in mine) / len(mine) if mine else 0.0
+        out.append(Translation(
+            text, score, [(text, score)] if mine else [],
+            src_pieces=[x for p in mine for x in p.src_pieces],
+            tgt_pieces=[x for p in mine for x in p.tgt_pieces],
+            num_tokens=sum(p.num_tokens for p in mine),
+            source_cut=sum(p.source_cut for p in mine)))
+    return out
 
 
 def _chunked(lines: Iterable[str], size: int) -> Iterator[list[str]]:

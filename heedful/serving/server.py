@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from heedful.config import ConfigError
-from heedful.decoding.options import DECODE_OPTION_NAMES, optional_fields
+from heedful.decoding.options import DECODE_OPTION_NAMES, DecodeOptions, optional_fields
 from heedful.decoding.translator import Translation, Translator
+from heedful.errors import UserError
 
 ASSETS = Path(__file__).parent.parent / "assets"
 @dataclass(frozen=True)
@@ -57,6 +58,9 @@ class _RequestFields(BaseModel):
     texts: list[str] = Field(..., min_length=1, description="sentences to translate")
     model: str | None = Field(None, description="model name; may be omitted with one model")
     return_attention: bool = False
+    constraints: list[list[str]] | None = Field(
+        None, description="per text, target phrases its translation must contain (lexically "
+                          "constrained beam search); [] for none")
 
 
 REQUEST_CAPS: dict[str, dict[str, Any]] = {"beam_size": {"le": 64}, "n_best": {"le": 64},
@@ -91,6 +95,8 @@ class TranslationOut(BaseModel):
     score: float
     n_best: list[Hyp]
     attention: Attention | None = None
+    source_cut: int = Field(0, description="subwords cut from the end of an input longer than "
+                                           "the model takes (0: none)")
 
 
 class TranslateResponse(BaseModel):
@@ -116,7 +122,10 @@ _Options = tuple[tuple[str, Any], ...]
 class _Job:
     texts: list[str]
     options: _Options
+    constraints: list[list[str]] | None
     future: asyncio.Future[list[Translation]] = field(repr=False)
+    error: ServeError | None = None
+    """Set when this job's own input failed inside a batch (the others' results stand)."""
 
 
 class ModelWorker:
@@ -130,19 +139,39 @@ class ModelWorker:
         self.batches = 0
         self.batched_texts = 0
 
-    def _translate(self, texts: list[str], options: _Options) -> list[Translation]:
-        return self.translator.translate(texts, **dict(options))
+    def _translate(self, jobs: list[_Job]) -> list[Translation]:
+        """The jobs' texts (they share options) as one batch; a problem with one job's input
+        (a :class:`~heedful.errors.UserError`) fails that job only."""
+        texts = [t for job in jobs for t in job.texts]
+        wanted = None
+        if any(job.constraints is not None for job in jobs):
+            wanted = [c for job in jobs for c in (job.constraints or [[] for _ in job.texts])]
+        try:
+            return self.translator.translate(texts, constraints=wanted, **dict(jobs[0].options))
+        except UserError as err:
+            if len(jobs) == 1:
+                raise ServeError(422, str(err)) from None
+            return [r for job in jobs for r in self._alone(job)]
 
-    async def translate(self, texts: list[str], options: _Options) -> list[Translation]:
+    def _alone(self, job: _Job) -> list[Translation]:
+        try:
+            return self._translate([job])
+        except ServeError as err:
+            job.error = err
+            return [Translation("", 0.0) for _ in job.texts]
+
+    async def translate(self, texts: list[str], options: _Options,
+                        constraints: list[list[str]] | None = None) -> list[Translation]:
         loop = asyncio.get_running_loop()
         if not self.settings.micro_batching:
             self.batches += 1
             self.batched_texts += len(texts)
-            return await loop.run_in_executor(self.executor, self._translate, texts, options)
+            job = _Job(texts, options, constraints, loop.create_future())
+            return await loop.run_in_executor(self.executor, self._translate, [job])
         if self.queue is None:
             self.queue = asyncio.Queue()
             self.task = asyncio.create_task(self._batch_loop())
-        job = _Job(texts, options, loop.create_future())
+        job = _Job(texts, options, constraints, loop.create_future())
         await self.queue.put(job)
         return await job.future
 
@@ -166,13 +195,11 @@ class ModelWorker:
             for job in jobs:
                 if not job.future.done():  # a timed-out request is not translated
                     groups[job.options].append(job)
-            for options, members in groups.items():
-                texts = [t for job in members for t in job.texts]
+            for members in groups.values():
                 self.batches += 1
-                self.batched_texts += len(texts)
+                self.batched_texts += sum(len(job.texts) for job in members)
                 try:
-                    results = await loop.run_in_executor(self.executor, self._translate, texts,
-                                                         options)
+                    results = await loop.run_in_executor(self.executor, self._translate, members)
                 except Exception as err:  # handed to each waiting request
                     for job in members:
                         if not job.future.done():
@@ -182,7 +209,11 @@ class ModelWorker:
                 for job in members:
                     part = results[start : start + len(job.texts)]
                     start += len(job.texts)
-                    if not job.future.done():
+                    if job.future.done():
+                        continue
+                    if job.error is not None:
+                        job.future.set_exception(job.error)
+                    else:
                         job.future.set_result(part)
 
     def close(self) -> None:
@@ -210,7 +241,7 @@ def _as_output(r: Translation, with_attention: bool) -> TranslationOut:
                               weights=r.attention.float().round(decimals=4).tolist())
     return TranslationOut(translation=r.text, score=round(r.score, 4),
                           n_best=[Hyp(translation=t, score=round(s, 4)) for t, s in r.n_best],
-                          attention=attention)
+                          attention=attention, source_cut=r.source_cut)
 
 
 def create_app(models: dict[str, Translator], settings: ServeSettings | None = None) -> Any:
@@ -262,8 +293,10 @@ def create_app(models: dict[str, Translator], settings: ServeSettings | None = N
         options: _Options = tuple(sorted({**opts, "return_attention": body.return_attention}
                                          .items()))
         start = time.perf_counter()
+        _check_constraints(body, opts)
         try:
-            results = await asyncio.wait_for(worker.translate(body.texts, options),
+            results = await asyncio.wait_for(worker.translate(body.texts, options,
+                                                              body.constraints),
                                              settings.timeout_s)
         except TimeoutError:
             raise ServeError(504, f"the translation took longer than the request timeout "
@@ -332,6 +365,20 @@ def _check_limits(body: TranslateRequest, settings: ServeSettings) -> None:
         if len(text) > settings.max_chars:
             raise ServeError(413, f"texts.{i}: {len(text)} characters; the limit is "
                                   f"{settings.max_chars} per text")
+
+
+def _check_constraints(body: TranslateRequest, opts: dict[str, Any]) -> None:
+    """One list of phrases per text, and options that constrained search can honour."""
+    if body.constraints is None:
+        return
+    from heedful.decoding.translator import check_constraints
+
+    try:
+        check_constraints(body.constraints, len(body.texts), DecodeOptions(**opts))
+    except (UserError, ValueError) as err:
+        raise ServeError(422, str(err).replace("line", "text")) from None
+    if opts.get("split_sentences"):
+        raise ServeError(422, "constraints: not with split_sentences")
 
 
 def _version() -> str:
