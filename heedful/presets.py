@@ -73,7 +73,9 @@ def conv_small() -> Config:
     256, encoder 4 x (256 channels, k = 3), decoder 3 x (256, k = 3) attending in every
     layer; the quickstart's 4k joint vocabulary with shared and tied embeddings (4.97M
     parameters); Adam as the quickstart's, which learns faster per update here than the
-    paper's Nesterov SGD (docs/models.md)."""
+    paper's Nesterov SGD (docs/models.md). ``train.precision: auto``: bf16 on a CPU or GPU
+    that computes in it natively, where it trains 1.8-1.9x as many tokens per second as float32
+    and reached a higher BLEU in the same 15 minutes (docs/conv.md)."""
     return config_from_dict({
         "name": "conv-small",
         "tokenizer": {"vocab_size": 4000},
@@ -81,7 +83,7 @@ def conv_small() -> Config:
                   "decoder_layers": 3, "kernel_size": 3, "share_embeddings": True,
                   "tie_output": True, "dropout": 0.1},
         "train": {"lr": 2e-3, "batch_tokens": 6000, "warmup_steps": 100, "valid_every": 200,
-                  "log_every": 10, "keep_last": 2},
+                  "log_every": 10, "keep_last": 2, "precision": "auto"},
         "data": {"dev_limit": 300},
     }, "preset conv-small")
 

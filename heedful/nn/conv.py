@@ -110,6 +110,10 @@ class NormConv(NormLinear):
 
     def forward(self, window: Tensor) -> Tensor:
         out_dim = self.weight_v.size(0)
+        if window.size(1) == self.kernel_size:  # one output column (a decoding step)
+            # one product over the flattened window: a convolution's set-up costs more here
+            flat = window.transpose(1, 2).reshape(window.size(0), -1)  # (B, C_in * k)
+            return linear(flat, self.weight(), self.bias).unsqueeze(1)
         weight = self.weight().view(out_dim, -1, 1, self.kernel_size)  # (out, in, 1, k)
         image = window.unsqueeze(1).permute(0, 3, 1, 2)  # (B, C_in, 1, T'), no copy
         out = F.conv2d(image, weight.contiguous(memory_format=torch.channels_last), self.bias)
