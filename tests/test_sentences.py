@@ -93,3 +93,20 @@ def test_http_split_sentences(translator: Translator) -> None:
         alone = [t.text for t in translator.translate(VERSES, beam_size=2)]
         assert out == [" ".join(alone), ""]
         assert res.json()["translations"][0]["source_cut"] == 0
+
+
+def test_http_reports_a_cut_text_and_strict_refuses_it(translator: Translator) -> None:
+    pytest.importorskip("fastapi", reason="heedful[serve] is not installed")
+    from fastapi.testclient import TestClient
+
+    from heedful.serving.server import ServeSettings, create_app
+
+    body = {"texts": ["Hola.", "hola " * 1100], "beam_size": 1, "max_len_a": 0.001,
+            "max_len_b": 2}
+    with TestClient(create_app({"m": translator}, ServeSettings(max_chars=10_000))) as client:
+        res = client.post("/translate", json=body)
+        assert res.status_code == 200, res.text
+        assert [t["source_cut"] for t in res.json()["translations"]] == [0, 1177]
+        res = client.post("/translate", json={**body, "strict": True})
+        assert res.status_code == 422
+        assert "has 2,201 subwords, more than the 1,024 the model takes" in res.json()["detail"]
