@@ -219,6 +219,8 @@ class BatchStream:
     def __next__(self) -> Batch:
         if self.index >= len(self.plan):
             self.epoch, self.index = self.epoch + 1, 0
+            if self._ahead is not None:
+                self._ahead.provide_order(self.epoch + 1)
         if self.prefetch <= 0:
             batch = self.batch_at(self.epoch, self.index)
         else:
@@ -237,23 +239,58 @@ class BatchStream:
 
 class _Prefetcher:
     """A thread assembling the stream's next batches, from its position on, into a bounded
-    queue."""
+    queue.
+
+    The thread runs NumPy only. The epochs' batch orders (a torch ``randperm``) are computed
+    on the consumer's thread — for the current and the next epoch at the start, then the next
+    one each time the consumer enters an epoch — and handed over: ``randperm`` of more than
+    32k batches (a 10M-pair corpus) runs an OpenMP loop, and an OpenMP team started on a
+    second thread puts more OpenMP threads than cores in the process, upon which libgomp
+    stops letting the training thread's own team spin between its many small parallel
+    regions: every region then pays a futex wake-up, and the tiny-model training of
+    ``benchmarks/data_scale.py`` ran at 0.63x the speed (docs/engineering-log.md).
+    """
 
     def __init__(self, stream: BatchStream, depth: int) -> None:
         self._queue: queue.Queue[tuple[tuple[int, int], Batch | BaseException]] = (
             queue.Queue(maxsize=depth))
         self._stop = threading.Event()
+        self._num_batches, self._seed = len(stream.plan), stream.seed
+        self._orders: dict[int, list[int]] = {}
+        self._order_ready = threading.Condition()
+        for epoch in (stream.epoch, stream.epoch + 1):
+            self.provide_order(epoch)
         self._thread = threading.Thread(target=self._run, args=(stream, stream.epoch,
                                                                  stream.index),
                                         name="heedful-batches", daemon=True)
         self._thread.start()
 
+    def provide_order(self, epoch: int) -> None:
+        """Compute ``epoch``'s batch order for the thread (call on the consumer's thread)."""
+        order = epoch_order(self._num_batches, self._seed, epoch)
+        with self._order_ready:
+            self._orders = {e: o for e, o in self._orders.items() if e >= epoch - 1}
+            self._orders[epoch] = order
+            self._order_ready.notify_all()
+
+    def _order(self, epoch: int) -> list[int] | None:
+        """``epoch``'s order, waiting for the consumer to provide it (only an epoch shorter
+        than the queue can get there first); None once stopped."""
+        with self._order_ready:
+            while epoch not in self._orders:
+                if self._stop.is_set():
+                    return None
+                self._order_ready.wait(timeout=0.1)
+            return self._orders[epoch]
+
     def _run(self, stream: BatchStream, epoch: int, index: int) -> None:
-        order = epoch_order(len(stream.plan), stream.seed, epoch)  # its own: no shared cache
-        while not self._stop.is_set():
+        order = self._order(epoch)
+        while order is not None and not self._stop.is_set():
             if index >= len(order):
                 epoch, index = epoch + 1, 0
-                order = epoch_order(len(stream.plan), stream.seed, epoch)
+                order = self._order(epoch)
+                if order is None:
+                    return
             try:
                 item: Batch | BaseException = stream.batch_at(epoch, index, order)
             except BaseException as err:  # handed to the consumer, raised there

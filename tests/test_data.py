@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -249,3 +250,37 @@ def test_prefetching_changes_neither_batches_nor_positions() -> None:
         assert plain.position() == ahead.position()
     ahead.close()
     assert len(BatchPlan.build(np.array([3, 4]), np.array([1, 1]), 1)) == 2
+
+
+def test_prefetching_across_epochs_shorter_than_its_queue() -> None:
+    src, tgt = [[5, 3], [5, 5, 3], [5, 5, 5, 3]], [[6], [6, 6], [6, 6, 6]]
+    plain = BatchStream(src, tgt, 8, 3, 0, 2, 3)
+    ahead = BatchStream(src, tgt, 8, 3, 0, 2, 3, prefetch=4)
+    assert len(plain.plan) == 2
+    for _ in range(11):  # the thread waits for each epoch's order from this thread
+        assert torch.equal(next(plain).src, next(ahead).src)
+        assert plain.position() == ahead.position()
+    ahead.close()
+
+
+def _threads() -> int:
+    return len(list(Path("/proc/self/task").iterdir()))
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux's /proc")
+def test_prefetching_thread_starts_no_openmp_team() -> None:
+    """An epoch order of more than 32k batches is a randperm that runs an OpenMP loop; run on
+    the prefetching thread, it started a second OpenMP team, which made libgomp throttle the
+    training thread's own team (0.63x training speed at 10M pairs)."""
+    torch.ones(1 << 16).add_(1)  # the main thread's team, started before counting
+    before = _threads()
+    stream = BatchStream([[3]] * 40_000, [[6]] * 40_000, 2, 1, 0, 2, 3, prefetch=2)
+    assert len(stream.plan) == 40_000
+    for _ in range(3):
+        next(stream)
+    stream.close()
+    for _ in range(50):  # a thread that has just ended may take a moment to leave /proc
+        if _threads() <= before:
+            break
+        time.sleep(0.05)
+    assert _threads() <= before
