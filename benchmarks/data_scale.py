@@ -16,9 +16,9 @@ The corpora are bible-es-en's training split (28,067 pairs) replicated k times (
   the end of the first update, peak RSS (and RssAnon / RssFile at the end: the mapped pages
   of the store count in RSS as file-backed, shared and reclaimable pages), and the median
   training tokens/s over the updates after the fifth;
-* the data path's cost: in one process, ``--ab-rounds`` rounds of STEPS updates read from the
-  mapped store and the same updates read from the store's arrays copied into memory (the
-  order alternating), tokens/s of each and the ratio of their medians.
+* the data path's cost: in one process, ``--ab-steps`` updates read from the mapped store
+  and, in lockstep, the same updates read from the store's arrays copied into memory (which
+  goes first alternating): tokens/s of each, their ratio, and the ratio per fifth of the run.
 
 Then ``heedful translate`` (greedy) with the model trained on the 28k corpus, on 10k / 100k /
 1M lines (the training sources repeated): peak RSS and wall clock. ``--baseline DIR`` runs the
@@ -78,8 +78,9 @@ with os.fdopen(int(os.environ["REPORT_FD"]), "w") as f:
 """
 
 # Training from the mapped store against training from the same arrays copied into memory, in
-# one process, on the same batches: round r trains STEPS updates from position (0, r * STEPS)
-# with each stream in turn (alternating which goes first); prints tokens/s per round and side.
+# one process, on the same batches: the two streams advance in lockstep, each update drawn from
+# one and then the same update from the other (the order alternating), so that the machine's
+# drifts fall on both alike; prints each side's time per update, after 5 warm-up updates.
 DATA_PATH_AB = """
 import json, sys, time
 from pathlib import Path
@@ -90,8 +91,8 @@ from heedful.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from heedful.training import distributed
 from heedful.training.reporter import Reporter
 from heedful.training.trainer import Trainer
-run_dir, steps, rounds = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-overrides = sys.argv[4:]
+run_dir, steps = Path(sys.argv[1]), int(sys.argv[2])
+overrides = sys.argv[3:]
 cfg = load_config(None, overrides)
 with Reporter(run_dir, 0, False, False) as reporter:
     trainer = Trainer.setup(cfg, run_dir, distributed.setup("cpu", 60), reporter)
@@ -99,19 +100,20 @@ with Reporter(run_dir, 0, False, False) as reporter:
     memory = BatchStream(store.src.in_memory(), store.tgt.in_memory(), cfg.train.batch_tokens,
                          cfg.train.seed, PAD_ID, BOS_ID, EOS_ID, order=np.array(store.order),
                          sizes=np.array(store.sizes), prefetch=mapped.prefetch)
-    rates = {"mapped": [], "memory": []}
-    for r in range(rounds + 1):  # round 0 warms up
-        sides = [("mapped", mapped), ("memory", memory)][:: 1 if r % 2 else -1]
-        for name, stream in sides:
-            stream.seek(0, r * steps)
-            trainer.stream, tokens = stream, 0
+    times = {"mapped": [], "memory": []}
+    tokens = []
+    for i in range(steps + 5):
+        for name, stream in [("mapped", mapped), ("memory", memory)][:: 1 if i % 2 else -1]:
+            trainer.stream = stream
             start = time.perf_counter()
-            for _ in range(steps):
-                tokens += trainer.train_step(trainer._draw()).num_tokens
-            if r:
-                rates[name].append(tokens / (time.perf_counter() - start))
-            stream.close()
-print(json.dumps(rates))
+            num = trainer.train_step(trainer._draw()).num_tokens
+            if i >= 5:
+                times[name].append(time.perf_counter() - start)
+        if i >= 5:
+            tokens.append(num)
+    mapped.close()
+    memory.close()
+print(json.dumps({"tokens": tokens, **times}))
 """
 
 
@@ -241,23 +243,27 @@ def bench_train(data: list[str], run_dir: Path, steps: int, code_dir: Path = ROO
             "seconds": r["seconds"], "paused_s": r["paused_s"]}
 
 
-def bench_data_path(data: list[str], run_dir: Path, steps: int, rounds: int
-                    ) -> dict[str, object]:
+def bench_data_path(data: list[str], run_dir: Path, steps: int) -> dict[str, object]:
     """Training tokens/s from the mapped store against the same arrays in memory, same
-    process, same batches (:data:`DATA_PATH_AB`); the ratio of the medians over rounds."""
+    process, same updates in lockstep (:data:`DATA_PATH_AB`): over all ``steps`` updates and
+    per block of a fifth of them (the spread)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT),
            "HEEDFUL_CPU_GEMM": os.environ.get("HEEDFUL_CPU_GEMM", "mkl")}
     out = subprocess.run([sys.executable, "-c", DATA_PATH_AB, str(run_dir), str(steps),
-                          str(rounds), *data, *MODEL], env=env, capture_output=True,
-                         text=True, cwd=ROOT, check=False)
+                          *data, *MODEL], env=env, capture_output=True, text=True, cwd=ROOT,
+                         check=False)
     if out.returncode != 0:
         raise RuntimeError(f"the data-path comparison failed:\n{out.stderr[-3000:]}")
-    rates = json.loads(out.stdout.strip().splitlines()[-1])
-    mapped, memory = (statistics.median(rates[k]) for k in ("mapped", "memory"))
-    return {"steps_per_round": steps, "rounds": rounds,
-            "mapped_tokens_per_s": [round(x) for x in rates["mapped"]],
-            "memory_tokens_per_s": [round(x) for x in rates["memory"]],
-            "mapped_over_memory": round(mapped / memory, 3)}
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    tokens, mapped, memory = r["tokens"], r["mapped"], r["memory"]
+    block = max(len(tokens) // 5, 1)
+    ratios = [sum(memory[a:a + block]) / sum(mapped[a:a + block])
+              for a in range(0, len(tokens) - block + 1, block)]
+    return {"updates": len(tokens),
+            "mapped_tokens_per_s": round(sum(tokens) / sum(mapped)),
+            "memory_tokens_per_s": round(sum(tokens) / sum(memory)),
+            "mapped_over_memory": round(sum(memory) / sum(mapped), 3),
+            "per_fifth": [round(x, 3) for x in ratios]}
 
 
 def bench_translate(run_dir: Path, work: Path, lines: int, code_dir: Path = ROOT
@@ -289,9 +295,9 @@ def main() -> None:
                         help="prepare with each of these worker counts (training uses the first "
                              "one's store)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/heedful-data-scale"))
-    parser.add_argument("--ab-rounds", type=int, default=5,
-                        help="rounds of STEPS updates from the mapped store and from memory "
-                             "(0: skip)")
+    parser.add_argument("--ab-steps", type=int, default=200,
+                        help="updates read from the mapped store and, in lockstep, from the "
+                             "same arrays in memory (0: skip)")
     parser.add_argument("--baseline", type=Path, help="the code to compare with (a checkout)")
     parser.add_argument("--keep", action="store_true", help="keep the corpora and runs")
     parser.add_argument("-o", "--output", type=Path)
@@ -314,8 +320,8 @@ def main() -> None:
                     shutil.rmtree(args.work / f"run-{name}-w{extra}", ignore_errors=True)
             run_dir = args.work / f"run-{name}-w{args.workers[0]}"
             entry["train"] = bench_train(data, run_dir, args.steps)
-            if args.ab_rounds:
-                entry["data_path"] = bench_data_path(data, run_dir, args.steps, args.ab_rounds)
+            if args.ab_steps:
+                entry["data_path"] = bench_data_path(data, run_dir, args.ab_steps)
             if args.baseline and name == "28k":
                 entry["train_baseline"] = bench_train(data, args.work / "run-baseline",
                                                       args.steps, args.baseline)
