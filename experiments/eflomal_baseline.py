@@ -19,36 +19,14 @@ import sys
 from pathlib import Path
 
 from heedful.analysis.word_alignment import (
-    Link,
     alignment_scores,
     format_links,
+    grow_diag_final_and,
     parse_links,
     read_alignments,
 )
 from heedful.data import read_lines
 from heedful.datasets import dataset_file, dataset_split
-
-NEIGHBOURS = [(-1, 0), (0, -1), (1, 0), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1)]
-
-
-def grow_diag_final_and(forward: set[Link], reverse: set[Link]) -> set[Link]:
-    """Koehn's grow-diag-final-and symmetrization of two directional alignments."""
-    links, union = forward & reverse, forward | reverse
-    grown = True
-    while grown:  # grow-diag: add union neighbours that align a still-unaligned word
-        grown = False
-        for i, j in sorted(links):
-            for di, dj in NEIGHBOURS:
-                p = (i + di, j + dj)
-                if p in union and p not in links and (
-                        p[0] not in {a for a, _ in links} or p[1] not in {b for _, b in links}):
-                    links.add(p)
-                    grown = True
-    for p in sorted(union):  # final-and: union links whose words are both unaligned
-        if p not in links and p[0] not in {a for a, _ in links} and \
-                p[1] not in {b for _, b in links}:
-            links.add(p)
-    return links
 
 
 def main() -> None:

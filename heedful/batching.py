@@ -121,9 +121,10 @@ def epoch_order(num_batches: int, seed: int, epoch: int) -> list[int]:
 
 
 def assemble(src: TokenArray, tgt: TokenArray, members: np.ndarray, pad_id: int, bos_id: int,
-             eos_id: int) -> Batch:
+             eos_id: int, links: TokenArray | None = None) -> Batch:
     """The padded batch of examples ``members``: the same tensors as
-    :func:`heedful.data.make_batch` gives for their id lists."""
+    :func:`heedful.data.make_batch` gives for their id lists (and, with ``links``, the
+    examples' subword links as ``Batch.align``)."""
     num = len(members)
     src_len, tgt_len = src.lengths[members], tgt.lengths[members]
     src_ids = np.full((num, int(src_len.max())), pad_id, dtype=np.int64)
@@ -140,7 +141,13 @@ def assemble(src: TokenArray, tgt: TokenArray, members: np.ndarray, pad_id: int,
     src_mask, tgt_mask = src_ids != pad_id, tgt_out != pad_id
     src_t, src_mask_t, tgt_in_t, tgt_out_t, tgt_mask_t = (
         torch.from_numpy(a) for a in (src_ids, src_mask, tgt_in, tgt_out, tgt_mask))
-    return Batch(src_t, src_mask_t, tgt_in_t, tgt_out_t, tgt_mask_t, int(tgt_mask.sum()))
+    align = None
+    if links is not None:
+        per_row = [links[i].reshape(-1, 2) for i in members.tolist()]
+        rows = np.repeat(np.arange(num), [len(p) for p in per_row])
+        pairs = np.concatenate(per_row).astype(np.int64) if num else np.zeros((0, 2), np.int64)
+        align = torch.from_numpy(np.stack([rows, pairs[:, 1], pairs[:, 0]], axis=1))
+    return Batch(src_t, src_mask_t, tgt_in_t, tgt_out_t, tgt_mask_t, int(tgt_mask.sum()), align)
 
 
 class BatchStream:
@@ -169,9 +176,11 @@ class BatchStream:
         prefetch: int = 0,
         pin_memory: bool = False,
         after_batch: Callable[[], None] | None = None,
+        links: TokenArray | None = None,
     ) -> None:
         self.src = src if isinstance(src, TokenArray) else TokenArray.from_lists(src)
         self.tgt = tgt if isinstance(tgt, TokenArray) else TokenArray.from_lists(tgt)
+        self.links = links
         self.plan = BatchPlan.build(self.src.lengths, self.tgt.lengths, batch_tokens, order,
                                     sizes)
         self.seed = seed
@@ -204,13 +213,14 @@ class BatchStream:
         """The batch at a position: a pure function of (seed, epoch, index). ``order``: the
         epoch's batch order, if the caller keeps it."""
         members = self.plan[(order or self.epoch_order(epoch))[index]]
-        batch = assemble(self.src, self.tgt, members, *self.ids)
+        batch = assemble(self.src, self.tgt, members, *self.ids, links=self.links)
         if self.after_batch is not None:
             self.after_batch()
         if self.pin_memory:
             batch = Batch(batch.src.pin_memory(), batch.src_mask.pin_memory(),
                           batch.tgt_in.pin_memory(), batch.tgt_out.pin_memory(),
-                          batch.tgt_mask.pin_memory(), batch.num_tgt_tokens)
+                          batch.tgt_mask.pin_memory(), batch.num_tgt_tokens,
+                          None if batch.align is None else batch.align.pin_memory())
         return batch
 
     def __iter__(self) -> Iterator[Batch]:

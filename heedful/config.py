@@ -50,6 +50,11 @@ class SplitConfig(_Strict):
     """format: tsv or jsonl: the one file holding both sides (plain or ``.gz``)."""
     split: str | None = None
     """format: hf only: the Hugging Face split name (default: train / dev / test)."""
+    alignments: str | None = None
+    """train only, format text or tsv (or a bundled dataset): word alignments of the training
+    pairs in Pharaoh format (``i-j``: 0-based source word i, target word j; words split on
+    whitespace), one line per input line (``heedful align-corpus`` writes one); what
+    ``train.guided_alignment_weight`` supervises attention with."""
 
 
 class DataConfig(_Strict):
@@ -123,6 +128,10 @@ class TrainConfig(_Strict):
     min_lr: float = Field(1e-6, ge=0)
     """schedule: plateau: the learning rate is never lowered below this."""
     label_smoothing: float = Field(0.1, ge=0, lt=1)
+    guided_alignment_weight: float | None = Field(None, gt=0)
+    """Guided alignment (Garg et al. 2019; OpenNMT-py's ``lambda_align``): add this weight x
+    the divergence of one attention head (``model.alignment_layer`` / ``alignment_head``)
+    from the links of ``data.train.alignments`` mapped to subwords; None: off."""
     """Mass spread over the vocabulary in the cross-entropy (0 = none); padding is ignored."""
     clip_norm: float | None = Field(5.0, gt=0)
     """Clip the gradient to this global L2 norm; ``None`` = no clipping."""
@@ -227,7 +236,24 @@ def _check_cross_fields(cfg: Config) -> None:
                 raise ValueError(f"data.{split_name} needs src and tgt files for format: text")
             if d.format in ("tsv", "jsonl") and split.path is None:
                 raise ValueError(f"data.{split_name} needs path for format: {d.format}")
+    for split_name in ("dev", "test"):
+        split = getattr(d, split_name)
+        if split is not None and split.alignments is not None:
+            raise ValueError(f"data.{split_name}.alignments: alignments are read for the "
+                             "training split only (data.train.alignments)")
     t = cfg.train
+    if t.guided_alignment_weight is not None:
+        if d.train is None or d.train.alignments is None:
+            raise ValueError("train.guided_alignment_weight needs data.train.alignments (word "
+                             "alignments of the training pairs; heedful align-corpus writes "
+                             "them)")
+        if cfg.model.attention == "none":
+            raise ValueError("train.guided_alignment_weight needs attention (model.attention "
+                             "is none)")
+    if d.train is not None and d.train.alignments is not None and d.dataset is None \
+            and d.format not in ("text", "tsv"):
+        raise ValueError(f"data.train.alignments works with format text or tsv (one links "
+                         f"line per input line), not {d.format}")
     if t.schedule == "noam" and t.warmup_steps == 0:
         raise ValueError("train.schedule: noam needs train.warmup_steps > 0")
 

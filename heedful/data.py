@@ -328,7 +328,9 @@ def require_nonempty(corpus: Corpus, what: str) -> Corpus:
 class Batch:
     """A padded batch. Masks are bool with True = real token.
 
-    src: (B, S); tgt_in / tgt_out: (B, T) (tgt_in starts with BOS, tgt_out ends with EOS).
+    src: (B, S); tgt_in / tgt_out: (B, T) (tgt_in starts with BOS, tgt_out ends with EOS);
+    ``align``: for guided alignment, the subword links (K, 3) int64 rows (batch row, target
+    position t — the step that predicts tgt_out[t] —, source position), or None.
     """
 
     src: torch.Tensor
@@ -337,6 +339,7 @@ class Batch:
     tgt_out: torch.Tensor
     tgt_mask: torch.Tensor
     num_tgt_tokens: int
+    align: torch.Tensor | None = None
 
 
 def pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

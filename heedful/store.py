@@ -10,6 +10,10 @@
     RUN_DIR/prepared/order.bin           the pairs sorted by (target, source) length
     RUN_DIR/prepared/sizes.bin           along that order, each pair's padded size
                                          max(source, target + 1): all the batch plan reads
+    RUN_DIR/prepared/align.{tokens,offsets,lengths}.bin   with ``data.train.alignments``:
+                                         each pair's subword links, (source piece, target
+                                         piece) int32 pairs end to end, as a third "side"
+                                         (offsets and lengths count int32 values: 2 a link)
 
 Each ``.bin`` file is a bare little-endian NumPy array (``numpy.memmap``); the manifest gives
 each one's dtype, length, size and sha256 — the layout of fairseq's ``MMapIndexedDataset``
@@ -46,6 +50,7 @@ MANIFEST = "manifest.json"
 FORMAT = "heedful-prepared-store"
 FORMAT_VERSION = 1
 _SIDES = ("src", "tgt")
+_ALIGN = "align"
 _REPAIR = "run `heedful prepare` with the same config and run directory to rebuild it"
 
 
@@ -113,19 +118,23 @@ class StoreWriter:
     place, :meth:`abort` (or any error) removes it. ``token_dtype``/``length_dtype`` hold
     every id / length the store will see."""
 
-    def __init__(self, run_dir: Path, token_dtype: str, length_dtype: str) -> None:
+    def __init__(self, run_dir: Path, token_dtype: str, length_dtype: str,
+                 alignments: bool = False) -> None:
         self.run_dir = run_dir
         self.tmp = run_dir / f".{STORE_DIR}.tmp-{os.getpid()}"
         self._current = self.tmp
+        self.sides = (*_SIDES, _ALIGN) if alignments else _SIDES
         self._guard(self._start, np.dtype(token_dtype), np.dtype(length_dtype))
         self.pairs = 0
-        self._ends = {side: 0 for side in _SIDES}
+        self._ends = {side: 0 for side in self.sides}
 
     def _start(self, token_dtype: np.dtype[Any], length_dtype: np.dtype[Any]) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True)
         self.files: dict[str, _ArrayFile] = {}
-        for side in _SIDES:
+        for side in self.sides:
+            if side == _ALIGN:
+                token_dtype = length_dtype = np.dtype(np.int32)
             for kind, dtype in (("tokens", token_dtype), ("offsets", np.dtype(np.int64)),
                                 ("lengths", length_dtype)):
                 name = f"{side}.{kind}.bin"
@@ -144,12 +153,18 @@ class StoreWriter:
                             f"{err.strerror or err}; nothing was kept (the store in "
                             f"{store_path(self.run_dir)}, if any, is unchanged)") from None
 
-    def append(self, tokens: dict[str, np.ndarray], lengths: dict[str, np.ndarray]) -> None:
-        """Add pairs: per side, their ids end to end and their lengths."""
+    def append(self, tokens: dict[str, np.ndarray], lengths: dict[str, np.ndarray],
+               links: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """Add pairs: per side, their ids end to end and their lengths; with alignments,
+        ``links``: their subword links (K, 2) end to end and the count per pair."""
+        if _ALIGN in self.sides:
+            assert links is not None, "a store with alignments needs each pair's links"
+            tokens = {**tokens, _ALIGN: links[0].reshape(-1)}
+            lengths = {**lengths, _ALIGN: 2 * links[1]}
         self._guard(self._append, tokens, lengths)
 
     def _append(self, tokens: dict[str, np.ndarray], lengths: dict[str, np.ndarray]) -> None:
-        for side in _SIDES:
+        for side in self.sides:
             lens = lengths[side].astype(np.int64)
             for kind, values in (("tokens", tokens[side]), ("lengths", lengths[side]),
                                  ("offsets", self._ends[side] + np.cumsum(lens))):
@@ -263,6 +278,9 @@ class TokenStore:
     manifest: dict[str, Any]
     maps: tuple[mmap.mmap, ...] = ()
     """The mappings of the arrays, for :meth:`release_pages`."""
+    links: TokenArray | None = None
+    """With alignments: pair i's subword links are ``links[i].reshape(-1, 2)`` (source
+    piece, target piece)."""
 
     def __len__(self) -> int:
         return len(self.src)
@@ -309,9 +327,12 @@ def open_store(run_dir: Path, verify: bool = True) -> TokenStore:
     sides = [TokenArray(*(mapped[f"{s}.{kind}.bin"][0] for kind in ("tokens", "offsets",
                                                                      "lengths")))
              for s in _SIDES]
+    links = (TokenArray(*(mapped[f"{_ALIGN}.{kind}.bin"][0]
+                          for kind in ("tokens", "offsets", "lengths")))
+             if f"{_ALIGN}.tokens.bin" in mapped else None)
     maps = tuple(m for _, m in mapped.values() if m is not None)
     return TokenStore(root, sides[0], sides[1], mapped["order.bin"][0], mapped["sizes.bin"][0],
-                      manifest, maps)
+                      manifest, maps, links)
 
 
 def _map(path: Path, entry: dict[str, Any], random: bool) -> tuple[np.ndarray,

@@ -165,6 +165,24 @@ def load_settings(run_dir: Path) -> AlignSettings | None:
         raise ConfigError(f"{path}: not a valid alignment settings file ({err})") from None
 
 
+def run_settings(run_dir: Path) -> AlignSettings:
+    """The settings a run aligns with by default: its tuned ones (``alignment.json``); else,
+    for a run trained with guided alignment, the layer and head that the loss supervised, at
+    the step that predicts each word (shift 0, as the loss reads it); else the defaults."""
+    tuned = load_settings(run_dir)
+    if tuned is not None:
+        return tuned
+    config_file = run_dir / "config.yaml"
+    if config_file.is_file():
+        from heedful.config import load_config
+
+        cfg = load_config(config_file)
+        if cfg.train.guided_alignment_weight is not None:
+            return AlignSettings(layer=cfg.model.alignment_layer, head=cfg.model.alignment_head,
+                                 shift=0)
+    return AlignSettings()
+
+
 def check_settings(settings: AlignSettings, pairs: Sequence[PairAttention]) -> None:
     """Clear errors for a layer/head the model does not have."""
     if not pairs:

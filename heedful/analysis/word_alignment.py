@@ -68,6 +68,31 @@ def format_links(links: Iterable[Link]) -> str:
     return " ".join(f"{i}-{j}" for i, j in sorted(links))
 
 
+_NEIGHBOURS = [(-1, 0), (0, -1), (1, 0), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1)]
+
+
+def grow_diag_final_and(forward: set[Link], reverse: set[Link]) -> set[Link]:
+    """Koehn's grow-diag-final-and symmetrization of two directional alignments (Moses'
+    default): start from their intersection, add union links next to a link that align a
+    still unaligned word, then union links whose words are both unaligned."""
+    links, union = forward & reverse, forward | reverse
+    grown = True
+    while grown:  # grow-diag: add union neighbours that align a still-unaligned word
+        grown = False
+        for i, j in sorted(links):
+            for di, dj in _NEIGHBOURS:
+                p = (i + di, j + dj)
+                if p in union and p not in links and (
+                        p[0] not in {a for a, _ in links} or p[1] not in {b for _, b in links}):
+                    links.add(p)
+                    grown = True
+    for p in sorted(union):  # final-and: union links whose words are both unaligned
+        if p not in links and p[0] not in {a for a, _ in links} and \
+                p[1] not in {b for _, b in links}:
+            links.add(p)
+    return links
+
+
 # ----------------------------------------------------------------------------- words
 
 

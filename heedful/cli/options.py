@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
 DECODE_GROUP_TITLE = "decoding (defaults: the run's decode config)"
 ALIGN_GROUP_TITLE = ("alignment extraction (defaults: RUN_DIR/alignment.json if tuned, "
-                     "else argmax over the last layer's mean head)")
+                     "else the head a guided-alignment run supervised, else argmax over the "
+                     "last layer's mean head)")
 
 
 DEVICE_GROUP_TITLE = "device"
@@ -106,13 +107,14 @@ def layer_or_mean(value: str, option: str) -> int | None:
 
 
 def align_settings(args: argparse.Namespace, run_dir: Path) -> Any:
-    """The run's alignment settings (``RUN_DIR/alignment.json`` or the defaults) with the
-    alignment flags given on the command line applied."""
+    """The run's alignment settings (``RUN_DIR/alignment.json``, the head a guided-alignment
+    run supervised, or the defaults) with the alignment flags given on the command line
+    applied."""
     from dataclasses import replace
 
-    from heedful.analysis.attention_alignment import AlignSettings, load_settings
+    from heedful.analysis.attention_alignment import run_settings
 
-    settings = load_settings(run_dir) or AlignSettings()
+    settings = run_settings(run_dir)
     updates: dict[str, Any] = {}
     if args.method:
         updates["method"] = args.method

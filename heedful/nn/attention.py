@@ -357,6 +357,27 @@ def coverage_loss(weights: Tensor, tgt_mask: Tensor) -> Tensor:
     return (torch.minimum(weights, coverage).sum(-1) * tgt_mask).sum()
 
 
+def guided_alignment_loss(weights: Tensor, links: Tensor) -> Tensor:
+    """Guided alignment (Garg et al. 2019), summed over the target steps that have links:
+    sum_t KL(p_t || a_t), where p_t spreads 1 evenly over the source positions linked to
+    target position t and a_t is the attention of step t. Zero where the attention equals
+    that target, positive otherwise; its gradient is that of the cross-entropy
+    -sum p_t log a_t (OpenNMT-py's and fairseq's alignment loss), which differs from it by
+    the targets' entropy only.
+
+    weights (B, T, S); links (K, 3) int64 rows (batch row, target position, source
+    position), duplicates allowed."""
+    if links.numel() == 0:
+        return weights.sum() * 0.0
+    target = torch.zeros(weights.shape, dtype=torch.float32, device=weights.device)
+    target[links[:, 0], links[:, 1], links[:, 2]] = 1.0
+    per_step = target.sum(-1)
+    linked = per_step > 0
+    p = target[linked] / per_step[linked].unsqueeze(-1)  # (N, S)
+    a = weights.float()[linked]
+    return (torch.xlogy(p, p) - p * a.clamp_min(1e-9).log()).sum()
+
+
 @dataclass(frozen=True)
 class AttentionOptions:
     """What a variant's constructor may use: the query and key sizes, and its config options."""

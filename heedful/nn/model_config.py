@@ -44,6 +44,11 @@ class ModelConfig(BaseModel):
     coverage_loss_from_step: int = Field(0, ge=0)
     """The coverage loss joins after this many updates (See et al. added it only for a short
     final phase: from the first step it keeps the model from learning to attend at all)."""
+    alignment_layer: int = -1
+    """The decoder layer whose attention guided alignment supervises and ``heedful align``
+    reads in such a run (negative counts from the end; see ``train.guided_alignment_weight``)."""
+    alignment_head: int | None = 0
+    """That layer's head (None: the mean over its heads)."""
     copy_attention: bool = False
     """Pointer-generator copy mechanism (See et al. 2017; RNN only): mix the vocabulary
     distribution with the attention over source tokens, so source pieces, even ones the target
@@ -71,6 +76,14 @@ class ModelConfig(BaseModel):
             raise ValueError(
                 f"model.tie_output needs model.embed_dim == model.hidden_dim "
                 f"(got {self.embed_dim} and {self.hidden_dim})")
+        layers, heads = self.attention_layers(), self.attention_heads or 1
+        if not -layers <= self.alignment_layer < layers:
+            raise ValueError(f"model.alignment_layer: {self.alignment_layer} is not a decoder "
+                             f"layer that attends (there are {layers}: 0..{layers - 1}, or "
+                             f"-{layers}..-1 from the end)")
+        if self.alignment_head is not None and not 0 <= self.alignment_head < heads:
+            raise ValueError(f"model.alignment_head: {self.alignment_head} is not a head "
+                             f"(there are {heads}: 0..{heads - 1}, or null for their mean)")
         if self.copy_attention and self.attention == "none":
             raise ValueError("model.copy_attention needs attention (it copies through the "
                              "attention weights); attention is 'none'")

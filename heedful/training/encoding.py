@@ -24,6 +24,7 @@ import numpy as np
 
 from heedful.data import RawChunk, parse_chunk
 from heedful.tokenizer import EOS_ID, Tokenizer
+from heedful.training.alignments import pair_links, word_start_table
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -70,41 +71,89 @@ def pick_chunk(task: tuple[RawChunk, Pick]) -> tuple[list[str], list[str]]:
 @dataclass(frozen=True)
 class Encoded:
     """A chunk's pairs encoded: per side the lengths and the ids end to end (sources end with
-    EOS); ``skipped``: its blank lines (JSONL)."""
+    EOS); ``skipped``: its blank lines (JSONL). With alignments, ``link_counts`` (per pair)
+    and ``links`` (K, 2): the pairs' subword links end to end
+    (:mod:`heedful.training.alignments`)."""
 
     src_lens: np.ndarray
     tgt_lens: np.ndarray
     src_ids: np.ndarray
     tgt_ids: np.ndarray
     skipped: int
+    link_counts: np.ndarray | None = None
+    links: np.ndarray | None = None
+    unguided: int = 0
+    """Pairs whose pieces did not fall into their words: trained without guidance."""
 
     def __len__(self) -> int:
         return len(self.src_lens)
 
 
-def encode_chunk(chunk: RawChunk, tokenizer_dir: str, token_dtype: str) -> Encoded:
-    """Parse and encode every pair of a chunk with the tokenizer in ``tokenizer_dir``."""
+@dataclass(frozen=True)
+class LinkLines:
+    """The alignment lines that go with a chunk: ``text`` (bytes), from ``name``, whose
+    first line is line ``first_line``."""
+
+    name: str
+    first_line: int
+    text: bytes
+
+
+def encode_chunk(chunk: RawChunk | tuple[RawChunk, LinkLines], tokenizer_dir: str,
+                 token_dtype: str) -> Encoded:
+    """Parse and encode every pair of a chunk with the tokenizer in ``tokenizer_dir`` (and
+    map the word links that come with it to subwords)."""
+    chunk, link_lines = chunk if isinstance(chunk, tuple) else (chunk, None)
     tok = _tokenizer(tokenizer_dir)
     seg = parse_chunk(chunk)
-    src_lens, src_ids = _encode(tok.src, seg.src, token_dtype, eos=True)
-    tgt_lens, tgt_ids = _encode(tok.tgt, seg.tgt, token_dtype, eos=False)
-    return Encoded(src_lens, tgt_lens, src_ids, tgt_ids, seg.skipped)
+    src_lens, src_ids, src_lists = _encode(tok.src, seg.src, token_dtype, eos=True)
+    tgt_lens, tgt_ids, tgt_lists = _encode(tok.tgt, seg.tgt, token_dtype, eos=False)
+    if link_lines is None:
+        return Encoded(src_lens, tgt_lens, src_ids, tgt_ids, seg.skipped)
+    starts = _word_starts(tokenizer_dir)
+    lines = link_lines.text.decode("utf-8", errors="replace").split("\n")[:len(seg.src)]
+    counts = np.zeros(len(seg.src), dtype=np.int64)
+    found, unguided = [], 0
+    for k, (line, s, t) in enumerate(zip(lines, seg.src, seg.tgt, strict=True)):
+        links = pair_links(line, f"{link_lines.name}, line {link_lines.first_line + k}", s, t,
+                           src_lists[k], tgt_lists[k], *starts)
+        if links is None:
+            unguided += 1
+            continue
+        counts[k] = len(links)
+        found.append(links)
+    flat = np.concatenate(found) if found else np.zeros((0, 2), dtype=np.int32)
+    return Encoded(src_lens, tgt_lens, src_ids, tgt_ids, seg.skipped, counts, flat, unguided)
 
 
-def _encode(proc: Any, lines: list[str], dtype: str, eos: bool) -> tuple[np.ndarray, np.ndarray]:
+_starts: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # per worker process, as _tokenizers
+
+
+def _word_starts(directory: str) -> tuple[np.ndarray, np.ndarray]:
+    if directory not in _starts:
+        _starts.clear()
+        tok = _tokenizer(directory)
+        _starts[directory] = (word_start_table(tok.src), word_start_table(tok.tgt))
+    return _starts[directory]
+
+
+def _encode(proc: Any, lines: list[str], dtype: str, eos: bool
+            ) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
+    """Lengths, ids end to end (with EOS after each source), and the ids per line (without
+    EOS)."""
     # one thread per process: the workers are the parallelism (and the figures honest)
     ids = proc.encode(lines, num_threads=1)
     lens = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
     flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=dtype, count=int(lens.sum()))
     if not eos:
-        return lens, flat
+        return lens, flat, ids
     lens = lens + 1
     out = np.empty(int(lens.sum()), dtype=dtype)
     is_eos = np.zeros(len(out), dtype=bool)
     is_eos[np.cumsum(lens) - 1] = True
     out[is_eos] = EOS_ID
     out[~is_eos] = flat
-    return lens, out
+    return lens, out, ids
 
 
 def run_ordered(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
@@ -128,6 +177,7 @@ def run_ordered(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Itera
             yield pending.popleft().get()
 
 
-def encoder(tokenizer_dir: Path, token_dtype: str) -> Callable[[RawChunk], Encoded]:
+def encoder(tokenizer_dir: Path, token_dtype: str
+            ) -> Callable[[RawChunk | tuple[RawChunk, LinkLines]], Encoded]:
     """:func:`encode_chunk` with its tokenizer and dtype bound (picklable for the pool)."""
     return partial(encode_chunk, tokenizer_dir=str(tokenizer_dir), token_dtype=token_dtype)

@@ -17,6 +17,7 @@ trained here from inputs that have changed since (then it is trained again).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import time
@@ -30,6 +31,7 @@ import numpy as np
 from heedful.config import Config, DataConfig
 from heedful.data import Corpus, RawChunk, load_split, split_chunks, split_files, split_origin
 from heedful.errors import DataError
+from heedful.lines import LineReader
 from heedful.store import (
     StoreWriter,
     TokenStore,
@@ -40,7 +42,15 @@ from heedful.store import (
     store_path,
 )
 from heedful.tokenizer import Tokenizer, sample_indices
-from heedful.training.encoding import Encoded, Pick, count_chunk, encoder, pick_chunk, run_ordered
+from heedful.training.encoding import (
+    Encoded,
+    LinkLines,
+    Pick,
+    count_chunk,
+    encoder,
+    pick_chunk,
+    run_ordered,
+)
 
 log = logging.getLogger("heedful.train")
 
@@ -96,9 +106,24 @@ def store_inputs(d: DataConfig) -> dict[str, Any]:
         if not f.is_file():
             raise DataError(f"file not found: {f}" if not f.exists()
                             else f"{f} is a directory, not a file")
-    return {"data": d.model_dump(mode="json", include=set(SOURCE_FIELDS + FILTER_FIELDS)),
+    data = d.model_dump(mode="json", include=set(SOURCE_FIELDS + FILTER_FIELDS))
+    if data.get("train"):  # not what the tokenizer is trained from: recorded on its own
+        data["train"].pop("alignments", None)
+    return {"data": data,
             "files": [{"path": str(f), "bytes": f.stat().st_size, "sha256": h}
-                      for f, h in zip(files, hash_files(files), strict=True)]}
+                      for f, h in zip(files, hash_files(files), strict=True)],
+            "alignments": _alignments_input(d)}
+
+
+def _alignments_input(d: DataConfig) -> dict[str, Any] | None:
+    """The alignments file (path, size, sha256), if the config names one."""
+    if d.train is None or d.train.alignments is None:
+        return None
+    path = Path(d.train.alignments)
+    if not path.is_file():
+        raise DataError(f"data.train.alignments: file not found: {path}" if not path.exists()
+                        else f"data.train.alignments: {path} is a directory, not a file")
+    return {"path": str(path), "bytes": path.stat().st_size, "sha256": hash_files([path])[0]}
 
 
 def _tokenizer_hashes(directory: Path) -> dict[str, str]:
@@ -150,6 +175,9 @@ def _stale_reason(manifest: dict[str, Any] | None, inputs: dict[str, Any], plan:
              if old["data"].get(k) != v]
     if diffs:
         return "the data section changed (" + "; ".join(diffs) + ")"
+    if old.get("alignments") != inputs["alignments"]:
+        return ("the alignments changed (data.train.alignments)" if inputs["alignments"]
+                else "the store holds alignments the config no longer names")
     if plan == "train":
         return "the tokenizer section changed"
     if manifest["tokenizer"]["sha256"] != expected_tokenizer:
@@ -209,7 +237,8 @@ def build_store(cfg: Config, run_dir: Path, inputs: dict[str, Any], plan: str,
         else "int32"
     d = cfg.data
     short = all(m is not None and m < 1 << 16 for m in (d.max_src_len, d.max_tgt_len))
-    writer = StoreWriter(run_dir, token_dtype, "uint16" if short else "int32")
+    writer = StoreWriter(run_dir, token_dtype, "uint16" if short else "int32",
+                         alignments=d.train is not None and d.train.alignments is not None)
     try:
         counts = _encode_into(writer, d, encoder(run_dir, token_dtype), workers)
         if counts["read"] == 0:
@@ -248,23 +277,63 @@ def _encode_into(writer: StoreWriter, d: DataConfig, encode: Any, workers: int
     """Encode the training split chunk by chunk into ``writer``; the pair counts."""
     limit = d.train_limit
     counts = {"read": 0, "kept": 0, "dropped": 0, "skipped": 0}
-    chunks = split_chunks(d, "train")
+    alignments = d.train.alignments if d.train is not None else None
+    if alignments is not None:
+        counts["unguided"] = 0
     enc: Encoded
-    for enc in run_ordered(encode, chunks, workers):
-        # the generator runs to its end even past the limit: it checks the line counts
-        n = len(enc) if limit is None else max(0, min(len(enc), limit - counts["read"]))
-        src_lens, tgt_lens = enc.src_lens[:n], enc.tgt_lens[:n]
-        keep = fits(src_lens, tgt_lens, d)
-        tokens = {side: ids[:int(lens.sum())][np.repeat(keep, lens)]
-                  for side, ids, lens in (("src", enc.src_ids, src_lens),
-                                          ("tgt", enc.tgt_ids, tgt_lens))}
-        writer.append(tokens, {"src": src_lens[keep], "tgt": tgt_lens[keep]})
-        kept = int(keep.sum())
-        counts["read"] += n
-        counts["kept"] += kept
-        counts["dropped"] += n - kept
-        counts["skipped"] += enc.skipped
+    with _link_chunks(split_chunks(d, "train"), alignments, limit) as tasks:
+        for enc in run_ordered(encode, tasks, workers):
+            # the generator runs to its end even past the limit: it checks the line counts
+            n = len(enc) if limit is None else max(0, min(len(enc), limit - counts["read"]))
+            src_lens, tgt_lens = enc.src_lens[:n], enc.tgt_lens[:n]
+            keep = fits(src_lens, tgt_lens, d)
+            tokens = {side: ids[:int(lens.sum())][np.repeat(keep, lens)]
+                      for side, ids, lens in (("src", enc.src_ids, src_lens),
+                                              ("tgt", enc.tgt_ids, tgt_lens))}
+            links = None
+            if enc.link_counts is not None and enc.links is not None:
+                link_counts = enc.link_counts[:n]
+                links = (enc.links[:int(link_counts.sum())][np.repeat(keep, link_counts)],
+                         link_counts[keep])
+                counts["unguided"] += enc.unguided
+            writer.append(tokens, {"src": src_lens[keep], "tgt": tgt_lens[keep]}, links)
+            kept = int(keep.sum())
+            counts["read"] += n
+            counts["kept"] += kept
+            counts["dropped"] += n - kept
+            counts["skipped"] += enc.skipped
     return counts
+
+
+@contextlib.contextmanager
+def _link_chunks(chunks: Iterator[RawChunk], alignments: str | None, limit: int | None
+                 ) -> Iterator[Iterator[RawChunk | tuple[RawChunk, LinkLines]]]:
+    """The chunks, each with its lines of the alignments file if there is one; a file with
+    fewer lines than the training split (or, without ``data.train_limit``, more) is a
+    DataError naming it and the first line without a partner."""
+    if alignments is None:
+        yield chunks
+        return
+    with LineReader(alignments) as reader:
+
+        def paired() -> Iterator[tuple[RawChunk, LinkLines]]:
+            for chunk in chunks:
+                lines = len(chunk.rows[0]) if chunk.rows is not None else \
+                    chunk.src.count(b"\n")
+                first = reader.lines_given + 1
+                block = reader.take_lines(lines)
+                if block.count(b"\n") < lines:
+                    raise DataError(f"{alignments} has {reader.lines_given} lines, fewer than "
+                                    f"the training split: line {reader.lines_given + 1} is "
+                                    "missing (one line of links per training pair)")
+                yield chunk, LinkLines(str(alignments), first, block)
+            used = reader.lines_given
+            if limit is None and reader.count_rest() > used:
+                raise DataError(f"{alignments} has {reader.lines_given} lines, more than the "
+                                f"training split's {used}: line {used + 1} has no training "
+                                "pair (one line of links per training pair)")
+
+        yield paired()
 
 
 # --------------------------------------------------------------------------- the tokenizer

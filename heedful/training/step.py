@@ -24,7 +24,7 @@ import torch
 
 from heedful.config import Config, TrainConfig
 from heedful.data import Batch
-from heedful.nn.attention import coverage_loss
+from heedful.nn.attention import coverage_loss, guided_alignment_loss
 from heedful.nn.loss import linear_smoothed_cross_entropy_sum, smoothed_cross_entropy_sum
 from heedful.nn.seq2seq import Seq2SeqModel
 from heedful.runtime.gemm import cpu_gemm_backend
@@ -34,19 +34,38 @@ from heedful.training import distributed
 from heedful.training.schedule import learning_rate
 
 
+@dataclass(frozen=True)
+class GuidedAlignment:
+    """Guided alignment's settings: the loss weight and the supervised layer and head
+    (None: the mean over the layer's heads)."""
+
+    weight: float
+    layer: int
+    head: int | None
+
+    def select(self, attention: torch.Tensor) -> torch.Tensor:
+        """(B, T, L, H, S) -> the supervised (B, T, S)."""
+        a = attention[:, :, self.layer]
+        return a.mean(2) if self.head is None else a[:, :, self.head]
+
+
 def loss_sum(model: Seq2SeqModel, batch: Batch, label_smoothing: float,
-             coverage_weight: float | None = None) -> torch.Tensor:
+             coverage_weight: float | None = None,
+             guided: GuidedAlignment | None = None) -> torch.Tensor:
     """Label-smoothed cross-entropy summed over real target tokens (padding ignored), plus
-    ``coverage_weight`` x the coverage loss (See et al. 2017) when given."""
+    ``coverage_weight`` x the coverage loss (See et al. 2017) when given, plus the guided
+    alignment loss of the batch's links (``batch.align``) when ``guided`` is given."""
     attention = None
-    if coverage_weight is None and _fuses_output_layer(model):
+    needs_weights = coverage_weight is not None or (guided is not None
+                                                    and batch.align is not None)
+    if not needs_weights and _fuses_output_layer(model):
         split = model.output_features(batch.src, batch.src_mask, batch.tgt_in)
         if split is not None:
             features, output = split
             return linear_smoothed_cross_entropy_sum(
                 features.reshape(-1, features.size(-1)), output.weight, output.bias,
                 batch.tgt_out.reshape(-1), label_smoothing, PAD_ID)
-    if coverage_weight is None:
+    if not needs_weights:
         logits = model(batch.src, batch.src_mask, batch.tgt_in)
     else:
         state = model.init_state(model.encode(batch.src, batch.src_mask))
@@ -56,6 +75,9 @@ def loss_sum(model: Seq2SeqModel, batch: Batch, label_smoothing: float,
     if attention is not None and coverage_weight is not None:
         # (B, T, L, H, S) -> the last layer, averaged over heads: (B, T, S)
         loss = loss + coverage_weight * coverage_loss(attention[:, :, -1].mean(2), batch.tgt_mask)
+    if attention is not None and guided is not None and batch.align is not None:
+        loss = loss + guided.weight * guided_alignment_loss(guided.select(attention),
+                                                            batch.align)
     return loss
 
 
@@ -76,20 +98,24 @@ class LossModule(torch.nn.Module):
     """The training loss as a module, so DDP's forward (and its gradient hooks) wraps it.
 
     ``precision`` ``bf16`` / ``fp16`` runs the forward pass under autocast; ``coverage_weight``
-    may be changed between steps (the coverage loss can join late)."""
+    may be changed between steps (the coverage loss can join late); ``guided``: guided
+    alignment's settings, if on."""
 
     def __init__(self, model: Seq2SeqModel, label_smoothing: float,
-                 coverage_weight: float | None, precision: str, device: torch.device) -> None:
+                 coverage_weight: float | None, precision: str, device: torch.device,
+                 guided: GuidedAlignment | None = None) -> None:
         super().__init__()
         self.model = model
         self.label_smoothing, self.coverage_weight = label_smoothing, coverage_weight
+        self.guided = guided
         self.autocast = precision != "fp32"
         self.dtype = torch.bfloat16 if precision == "bf16" else torch.float16
         self.device_type = device.type
 
     def forward(self, batch: Batch) -> torch.Tensor:
         with torch.autocast(self.device_type, dtype=self.dtype, enabled=self.autocast):
-            return loss_sum(self.model, batch, self.label_smoothing, self.coverage_weight)
+            return loss_sum(self.model, batch, self.label_smoothing, self.coverage_weight,
+                            self.guided)
 
 
 def build_optimizer(model: torch.nn.Module, tc: TrainConfig) -> torch.optim.Optimizer:
@@ -107,8 +133,9 @@ def to_device(batch: Batch, device: torch.device) -> Batch:
     """``batch`` with its tensors on ``device`` (the batch itself on the CPU)."""
     if device.type == "cpu":
         return batch
-    return replace(batch, **{k: getattr(batch, k).to(device, non_blocking=True)
-                             for k in ("src", "src_mask", "tgt_in", "tgt_out", "tgt_mask")})
+    names = ("src", "src_mask", "tgt_in", "tgt_out", "tgt_mask",
+             *(("align",) if batch.align is not None else ()))
+    return replace(batch, **{k: getattr(batch, k).to(device, non_blocking=True) for k in names})
 
 
 @dataclass(frozen=True)
@@ -133,7 +160,8 @@ class StepRunner:
 
     ``precision`` overrides ``cfg.train.precision``; ``forward`` (the model itself unless
     given, e.g. a ``torch.compile`` of it) is what the loss calls. The model config is read
-    for ``hidden_dim`` (the noam schedule's model size) and the coverage loss settings only.
+    for ``hidden_dim`` (the noam schedule's model size), the coverage loss settings and the
+    guided alignment's layer and head only.
     """
 
     def __init__(self, model: Seq2SeqModel, optimizer: torch.optim.Optimizer, cfg: Config,
@@ -146,9 +174,12 @@ class StepRunner:
         self.coverage_weight = cfg.model.coverage_loss_weight
         self.coverage_from_step = cfg.model.coverage_loss_from_step
         precision = resolve_precision(precision or tc.precision, ctx.device)
+        guided = (GuidedAlignment(tc.guided_alignment_weight, cfg.model.alignment_layer,
+                                  cfg.model.alignment_head)
+                  if tc.guided_alignment_weight is not None else None)
         self.loss_module = LossModule(model if forward is None else forward,
                                       tc.label_smoothing, self.coverage_weight, precision,
-                                      ctx.device)
+                                      ctx.device, guided)
         self.loss_fn = distributed.wrap(self.loss_module, ctx)  # DDP when distributed
         self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
 

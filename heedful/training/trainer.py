@@ -136,7 +136,8 @@ class Trainer:
         stream = BatchStream(store.src, store.tgt, tc.batch_tokens, tc.seed, PAD_ID, BOS_ID,
                              EOS_ID, order=store.order, sizes=store.sizes, prefetch=_PREFETCH,
                              pin_memory=ctx.device.type == "cuda",
-                             after_batch=store.release_pages)
+                             after_batch=store.release_pages,
+                             links=store.links if tc.guided_alignment_weight else None)
         state = (_resume(run_dir, model, optimizer, reporter) if resume
                  else TrainerState())
         stream.seek(state.epoch, state.index)
