@@ -128,11 +128,11 @@ class TrainConfig(_Strict):
     min_lr: float = Field(1e-6, ge=0)
     """schedule: plateau: the learning rate is never lowered below this."""
     label_smoothing: float = Field(0.1, ge=0, lt=1)
+    """Mass spread over the vocabulary in the cross-entropy (0 = none); padding is ignored."""
     guided_alignment_weight: float | None = Field(None, gt=0)
     """Guided alignment (Garg et al. 2019; OpenNMT-py's ``lambda_align``): add this weight x
     the divergence of one attention head (``model.alignment_layer`` / ``alignment_head``)
     from the links of ``data.train.alignments`` mapped to subwords; None: off."""
-    """Mass spread over the vocabulary in the cross-entropy (0 = none); padding is ignored."""
     clip_norm: float | None = Field(5.0, gt=0)
     """Clip the gradient to this global L2 norm; ``None`` = no clipping."""
     max_steps: int | None = Field(None, gt=0)
