@@ -158,12 +158,17 @@ def test_bf16_on_a_cpu_without_it_is_refused_up_front(tmp_path: Path, capsys, mo
 def test_auto_precision_picks_bf16_only_where_the_cpu_computes_in_it(
         tmp_path: Path, monkeypatch, native: bool) -> None:
     import heedful.runtime.precision
-    from heedful.runtime.precision import resolve_precision
+    from heedful.runtime.precision import cpu_has_native_bf16, resolve_precision
 
+    really_native = cpu_has_native_bf16()
     monkeypatch.setattr(heedful.runtime.precision, "cpu_has_native_bf16", lambda: native)
     cpu = torch.device("cpu")
     assert resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
     assert resolve_precision("fp32", cpu) == "fp32"  # an explicit choice stands
+    if native and not really_native:
+        # oneDNN has no bf16 LSTM kernel for such a CPU (AMD Zen 3: "could not create a
+        # primitive descriptor"): the choice is checked above, the training needs the CPU
+        pytest.skip("this CPU has no native bf16: training in it is checked where it has")
     run = tmp_path / "run"
     assert main(["train", *_data(), *TINY, "train.precision=auto", "train.max_steps=2",
                  "--run-dir", str(run), "--no-progress"]) == 0
