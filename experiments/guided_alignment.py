@@ -4,12 +4,14 @@ same seed; AER on the test gold links and test BLEU.
     pip install -e ".[align]"                       # eflomal, for heedful align-corpus
     python experiments/guided_alignment.py --minutes 4 --test-limit 300     # the smoke check
     python experiments/guided_alignment.py --minutes 15                     # the goal
+    python experiments/guided_alignment.py --updates 1500 --threads 1 --parallel  # load-proof
 
 1. ``heedful align-corpus --preset quickstart -o runs/guided/links.txt``: eflomal (model 3)
    on the training split only, both directions, grow-diag-final-and (cached).
-2. Two runs of the quickstart preset for ``--minutes`` of training each (``train.max_minutes``),
-   same seed: ``plain`` and ``guided`` (``data.train.alignments`` +
-   ``train.guided_alignment_weight=--weight``).
+2. Two runs of the quickstart preset for ``--minutes`` of training each (``train.max_minutes``)
+   or ``--updates`` updates each (``train.max_steps``: a budget that other work on the machine
+   cannot shift, so ``--parallel`` may train both at once), same seed: ``plain`` and
+   ``guided`` (``data.train.alignments`` + ``train.guided_alignment_weight=--weight``).
 3. Each run aligns the test references (the first ``--test-limit``): with the settings chosen
    on the dev gold links (``heedful align --tune``, as docs/alignment.md does for every
    variant), and, for the guided run, with its defaults (the supervised head, argmax); AER
@@ -27,6 +29,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +87,9 @@ def evaluate(run_dir: Path, test_limit: int | None, guided: bool) -> dict[str, A
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=4.0)
+    parser.add_argument("--updates", type=int, help="budget in updates instead of minutes")
+    parser.add_argument("--threads", type=int, help="train.threads of each run")
+    parser.add_argument("--parallel", action="store_true", help="train both runs at once")
     parser.add_argument("--weight", type=float, default=0.5)
     parser.add_argument("--test-limit", type=int, help="align the first N test verses only")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "guided")
@@ -91,21 +97,33 @@ def main() -> None:
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     links = args.work / "links.txt"
-    report: dict[str, Any] = {"minutes": args.minutes, "weight": args.weight,
+    report: dict[str, Any] = {"minutes": None if args.updates else args.minutes,
+                              "updates": args.updates, "weight": args.weight,
                               "test_limit": args.test_limit}
     if not links.exists():
         start = time.monotonic()
         heedful("align-corpus", "--preset", "quickstart", "-o", str(links))
         report["align_corpus_s"] = round(time.monotonic() - start, 1)
-    budget = f"train.max_minutes={args.minutes}"
+    if args.updates:
+        budget, tag = [f"train.max_steps={args.updates}"], f"{args.updates}up"
+    else:
+        budget, tag = [f"train.max_minutes={args.minutes}"], f"{args.minutes:g}min"
+    if args.threads:
+        budget.append(f"train.threads={args.threads}")
     runs = {"plain": [], "guided": [f"data.train.alignments={links}",
                                     f"train.guided_alignment_weight={args.weight}"]}
+    run_dirs = {name: args.work / f"{name}-{tag}-w{args.weight:g}" for name in runs}
+    commands = [["train", "--preset", "quickstart", *budget, *extra, "--run-dir",
+                 str(run_dirs[name]), "--no-progress"]
+                for name, extra in runs.items() if not (run_dirs[name] / "checkpoints").is_dir()]
+    if args.parallel:
+        with ThreadPoolExecutor(len(commands) or 1) as pool:
+            list(pool.map(lambda argv: heedful(*argv), commands))
+    else:
+        for argv in commands:
+            heedful(*argv)
     for name, extra in runs.items():
-        run_dir = args.work / f"{name}-{args.minutes:g}min-w{args.weight:g}"
-        if not (run_dir / "checkpoints").is_dir():
-            heedful("train", "--preset", "quickstart", budget, *extra, "--run-dir",
-                    str(run_dir), "--no-progress")
-        report[name] = evaluate(run_dir, args.test_limit, guided=bool(extra))
+        report[name] = evaluate(run_dirs[name], args.test_limit, guided=bool(extra))
         print(json.dumps({name: report[name]}), file=sys.stderr, flush=True)
     text = json.dumps(report, indent=1)
     print(text)

@@ -120,6 +120,17 @@ def epoch_order(num_batches: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(num_batches, generator=gen).tolist()
 
 
+def batch_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of the batch at (epoch, index) of a stream seeded ``seed``, for what varies
+    per draw (subword sampling): a 32-bit value well mixed from all three."""
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
+
+
+# (source rows, target rows, seed) -> new id lists: source rows end with EOS, targets are bare
+Resegmenter = Callable[[list[np.ndarray], list[np.ndarray], int],
+                       tuple[list[list[int]], list[list[int]]]]
+
+
 def assemble(src: TokenArray, tgt: TokenArray, members: np.ndarray, pad_id: int, bos_id: int,
              eos_id: int, links: TokenArray | None = None) -> Batch:
     """The padded batch of examples ``members``: the same tensors as
@@ -159,7 +170,9 @@ class BatchStream:
     each batch (a store's :meth:`~heedful.store.TokenStore.release_pages`). ``prefetch`` > 0
     assembles that many batches ahead on a background thread; the batches, their order and
     :meth:`position` are the same either way. ``pin_memory``: page-locked batches, for a fast
-    copy to a CUDA device. Call :meth:`close` to stop the thread.
+    copy to a CUDA device. ``resegment``: a :class:`~heedful.subword_sampling.SubwordSampler`
+    (subword regularization), called with each batch's rows and a seed from (seed, epoch,
+    index). Call :meth:`close` to stop the thread.
     """
 
     def __init__(
@@ -177,10 +190,15 @@ class BatchStream:
         pin_memory: bool = False,
         after_batch: Callable[[], None] | None = None,
         links: TokenArray | None = None,
+        resegment: Resegmenter | None = None,
     ) -> None:
         self.src = src if isinstance(src, TokenArray) else TokenArray.from_lists(src)
         self.tgt = tgt if isinstance(tgt, TokenArray) else TokenArray.from_lists(tgt)
         self.links = links
+        if resegment is not None and links is not None:
+            raise ValueError("links are indices into the stored segmentation: they cannot "
+                             "follow a resegmented batch")
+        self.resegment = resegment
         self.plan = BatchPlan.build(self.src.lengths, self.tgt.lengths, batch_tokens, order,
                                     sizes)
         self.seed = seed
@@ -213,7 +231,14 @@ class BatchStream:
         """The batch at a position: a pure function of (seed, epoch, index). ``order``: the
         epoch's batch order, if the caller keeps it."""
         members = self.plan[(order or self.epoch_order(epoch))[index]]
-        batch = assemble(self.src, self.tgt, members, *self.ids, links=self.links)
+        if self.resegment is None:
+            batch = assemble(self.src, self.tgt, members, *self.ids, links=self.links)
+        else:
+            rows = members.tolist()
+            src, tgt = self.resegment([self.src[i] for i in rows], [self.tgt[i] for i in rows],
+                                      batch_seed(self.seed, epoch, index))
+            batch = assemble(TokenArray.from_lists(src), TokenArray.from_lists(tgt),
+                             np.arange(len(rows)), *self.ids)
         if self.after_batch is not None:
             self.after_batch()
         if self.pin_memory:

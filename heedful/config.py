@@ -250,6 +250,10 @@ def _check_cross_fields(cfg: Config) -> None:
         if cfg.model.attention == "none":
             raise ValueError("train.guided_alignment_weight needs attention (model.attention "
                              "is none)")
+        if cfg.tokenizer.sampling_alpha is not None:
+            raise ValueError("train.guided_alignment_weight and tokenizer.sampling_alpha "
+                             "cannot be combined: the links are mapped to the one best "
+                             "segmentation, which sampling replaces")
     if d.train is not None and d.train.alignments is not None and d.dataset is None \
             and d.format not in ("text", "tsv"):
         raise ValueError(f"data.train.alignments works with format text or tsv (one links "

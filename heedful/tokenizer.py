@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 import sentencepiece as spm
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from heedful.errors import CheckpointError, ConfigError
 
@@ -44,6 +44,31 @@ class TokenizerConfig(BaseModel):
     training data."""
     user_symbols: list[str] = []
     """Pieces that are never split, e.g. the dialogue turn separator ``<sep>``."""
+    sampling_alpha: float | None = Field(None, gt=0)
+    """Subword regularization, off when null: training batches are segmented anew each time
+    they are drawn (:mod:`heedful.subword_sampling`). Unigram: the smoothing of Kudo's
+    sampling (0.1-0.5 are usual; smaller is more random); BPE: the dropout probability of
+    each merge (BPE-dropout; 0.1 is usual, below 1). A training option: changing it does not
+    retrain the tokenizer or rebuild the prepared store."""
+    sampling_nbest: int = -1
+    """Unigram only: sample from the ``sampling_nbest`` best segmentations, or from all of
+    them (-1, forward-filtering backward-sampling)."""
+
+    @model_validator(mode="after")
+    def _sampling(self) -> TokenizerConfig:
+        if self.sampling_alpha is None:
+            return self
+        if self.type == "bpe" and self.sampling_alpha >= 1:
+            raise ValueError(f"tokenizer.sampling_alpha: {self.sampling_alpha} is BPE-dropout's "
+                             "probability of dropping a merge; it must be below 1")
+        if self.type == "unigram" and self.sampling_nbest in (0, 1):
+            raise ValueError(f"tokenizer.sampling_nbest: {self.sampling_nbest} leaves one "
+                             "segmentation to sample from; use -1 (all) or 2 and more")
+        return self
+
+
+# training-time options: not part of what a tokenizer is trained from
+SAMPLING_FIELDS = frozenset({"sampling_alpha", "sampling_nbest"})
 
 
 def sample_indices(num_lines: int, cfg: TokenizerConfig, seed: int) -> list[int] | None:

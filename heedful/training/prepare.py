@@ -41,7 +41,7 @@ from heedful.store import (
     remove_leftovers,
     store_path,
 )
-from heedful.tokenizer import Tokenizer, sample_indices
+from heedful.tokenizer import SAMPLING_FIELDS, Tokenizer, sample_indices
 from heedful.training.encoding import (
     Encoded,
     LinkLines,
@@ -134,7 +134,8 @@ def _tokenizer_hashes(directory: Path) -> dict[str, str]:
 def _tokenizer_inputs(cfg: Config, inputs: dict[str, Any], sampled: bool) -> dict[str, Any]:
     """What a tokenizer trained here is trained from (the seed matters only if it sampled)."""
     source = {k: v for k, v in inputs["data"].items() if k in SOURCE_FIELDS}
-    return {"tokenizer": cfg.tokenizer.model_dump(mode="json"), "data": source,
+    trained_by = cfg.tokenizer.model_dump(mode="json", exclude=set(SAMPLING_FIELDS))
+    return {"tokenizer": trained_by, "data": source,
             "files": inputs["files"], "seed": cfg.train.seed if sampled else None}
 
 

@@ -45,6 +45,7 @@ from heedful.decoding.translator import Translator, resolve_run_dir
 from heedful.errors import TrainError
 from heedful.nn.architectures import build_model, count_parameters
 from heedful.nn.seq2seq import Seq2SeqModel
+from heedful.subword_sampling import SubwordSampler
 from heedful.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from heedful.training import distributed
 from heedful.training.evaluate import score_dev
@@ -137,7 +138,9 @@ class Trainer:
                              EOS_ID, order=store.order, sizes=store.sizes, prefetch=_PREFETCH,
                              pin_memory=ctx.device.type == "cuda",
                              after_batch=store.release_pages,
-                             links=store.links if tc.guided_alignment_weight else None)
+                             links=store.links if tc.guided_alignment_weight else None,
+                             resegment=SubwordSampler.from_config(
+                                 cfg.tokenizer, tok, cfg.data.max_src_len, cfg.data.max_tgt_len))
         state = (_resume(run_dir, model, optimizer, reporter) if resume
                  else TrainerState())
         stream.seek(state.epoch, state.index)
