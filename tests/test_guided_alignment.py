@@ -225,3 +225,42 @@ def test_align_corpus_without_the_aligner_says_how_to_get_it(monkeypatch) -> Non
     with pytest.raises(DataError, match=r"eflomal-align not found: install the optional "
                                         r"aligner with pip install 'heedful\[align\]'"):
         statistical_aligner.find_aligner()
+
+
+def test_the_transformers_supervised_layer_and_head_alone_get_the_signal(tmp_path: Path) -> None:
+    """model.alignment_layer / alignment_head pick one cross-attention head of a Transformer:
+    the guided loss's gradient reaches that head's query projection and nothing after it."""
+    from heedful.analysis.attention_alignment import run_settings
+    from heedful.config import save_config
+    from heedful.nn.architectures import build_model
+    from heedful.training.step import GuidedAlignment
+
+    cfg = load_config(None, [
+        "model.arch=transformer", "model.attention=multihead", "model.attention_heads=2",
+        "model.embed_dim=16", "model.hidden_dim=16", "model.ff_dim=32",
+        "model.encoder_layers=1", "model.decoder_layers=2", "model.dropout=0",
+        "model.alignment_layer=0", "model.alignment_head=1",
+        f"data.train.alignments={tmp_path / 'links.txt'}", "train.guided_alignment_weight=1"])
+    torch.manual_seed(0)
+    model = build_model(cfg.model, 40, 40)
+    src = torch.randint(4, 40, (2, 5))
+    tgt_in = torch.randint(4, 40, (2, 4))
+    state = model.init_state(model.encode(src, torch.ones_like(src, dtype=torch.bool)))
+    _, attention, _ = model.decode(tgt_in, state, need_weights=True)
+    assert attention.shape == (2, 4, 2, 2, 5)  # (B, T, layers, heads, S)
+    guided = GuidedAlignment(1.0, cfg.model.alignment_layer, cfg.model.alignment_head)
+    assert torch.equal(guided.select(attention), attention[:, :, 0, 1])
+    links = torch.tensor([[0, 0, 0], [0, 1, 1], [1, 2, 4]])
+    guided_alignment_loss(guided.select(attention), links).backward()
+    layer0, layer1 = model.decoder[0].cross_attn, model.decoder[1]
+    head_dim = 16 // 2
+    grad = layer0.query_proj.weight.grad
+    assert grad is not None and grad[head_dim:].abs().sum() > 0  # head 1's rows
+    assert grad[:head_dim].abs().sum() == 0  # head 0 is not supervised
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in layer1.parameters())
+    # heedful align reads that head of such a run by default
+    run = tmp_path / "run"
+    run.mkdir()
+    save_config(cfg, run / "config.yaml")
+    settings = run_settings(run)
+    assert (settings.layer, settings.head, settings.shift) == (0, 1, 0)
