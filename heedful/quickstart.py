@@ -33,6 +33,9 @@ def quickstart(minutes: float = 15.0, run_dir: Path = Path("runs/quickstart"),
     print(f"heedful quickstart: training the '{config.name}' preset on bible-es-en for "
           f"{minutes - reserve:.1f} of {minutes:.1f} minutes (run dir {run_dir})", flush=True)
     result = train(config, run_dir, progress=progress)
+    if result.stop_signal is not None:  # SIGTERM / Ctrl-C: the checkpoint is saved, stop here
+        print(f"stopped after {result.steps} steps; model so far in {run_dir}", flush=True)
+        raise SystemExit(128 + result.stop_signal)
     # the test set decodes where the model trained (train.device: auto = the GPU if any)
     translator = Translator.from_checkpoint(run_dir, device=config.train.device)
     test = load_split(config.data, "test")

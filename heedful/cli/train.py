@@ -4,6 +4,7 @@ runs' training curves."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -89,6 +90,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                    progress=not args.no_progress, prepare_workers=workers(args))
     print(f"stopped after {result.steps} steps ({result.stopped_because}); "
           f"best dev score {result.best_score}; best checkpoint {result.best_checkpoint}")
+    if result.stop_signal is not None:
+        print(f"checkpoint of step {result.steps} saved; continue with: heedful train --resume "
+              f"--run-dir {run_dir}", file=sys.stderr)
+        return 128 + result.stop_signal  # as a shell reports a process a signal stopped
     return 0
 
 

@@ -5,7 +5,8 @@ schedules, validation with BLEU, early stopping, atomic checkpoints, exact resum
 (runtime checks, data, model, optimizer, batch stream, resume), then :meth:`Trainer.fit`,
 which repeats :meth:`Trainer.train_step` and, every ``train.log_every`` /
 ``train.valid_every`` updates, :meth:`Trainer.log_window` / :meth:`Trainer.validate_and_save`
-until a limit (steps, epochs, time budget) or early stopping ends the run.
+until a limit (steps, epochs, time budget), early stopping or a stop signal ends the run
+(SIGTERM / SIGINT: a checkpoint of the step reached, see :mod:`~heedful.training.signals`).
 
 Exact resume: the data order is a pure function of (seed, epoch, position) (see
 :mod:`heedful.batching`), the learning rate a pure function of the step (plus the plateau state,
@@ -52,10 +53,14 @@ from heedful.training.evaluate import score_dev
 from heedful.training.prepare import PreparedData, prepare_data
 from heedful.training.reporter import Reporter
 from heedful.training.schedule import plateau_update
+from heedful.training.signals import StopSignals
 from heedful.training.state import TrainerState, capture_cuda_rng, capture_rng, restore_rng
 from heedful.training.step import StepRunner, StepStats, build_optimizer
 
-__all__ = ["TrainError", "TrainResult", "Trainer", "train"]
+__all__ = ["SIGNAL_STOP", "TrainError", "TrainResult", "Trainer", "train"]
+
+SIGNAL_STOP = "stop signal"
+"""How :attr:`TrainResult.stopped_because` begins after SIGTERM / SIGINT."""
 
 _PREFETCH = 4
 """Batches the stream assembles ahead, on its background thread."""
@@ -74,6 +79,8 @@ class TrainResult:
     best_checkpoint: Path | None
     stopped_because: str
     tokens_per_second: float
+    stop_signal: int | None = None
+    """The signal (SIGTERM, SIGINT) that stopped training, if one did (this rank's)."""
 
 
 @dataclass
@@ -106,6 +113,7 @@ class Trainer:
         self.tokens_trained = 0  # this sitting's, for the overall tokens/s
         self.sitting_start = now
         self.clock = now  # since when train_seconds has not counted the time
+        self.signals = StopSignals()  # SIGTERM / SIGINT handlers while fit runs
 
     # ------------------------------------------------------------------ setup
 
@@ -170,16 +178,21 @@ class Trainer:
         self.tokens_trained, self.sitting_start = 0, time.monotonic()
         self.clock = time.monotonic()
         try:
-            while (stopped := self._limit_reached()) is None:
-                stats = self.train_step(self._draw())
-                self._count(stats)
-                if state.step % tc.log_every == 0:
-                    self.log_window(stats.lr)
-                if state.step % tc.valid_every == 0 and self.validate_and_save():
-                    stopped = f"early stopping ({tc.patience} validations without improvement)"
-                    break
-            if state.step % tc.valid_every != 0 or state.step == 0:
-                self.validate_and_save(final=True)
+            with self.signals:
+                while (stopped := self._limit_reached()) is None:
+                    stats = self.train_step(self._draw())
+                    self._count(stats)
+                    if state.step % tc.log_every == 0:
+                        self.log_window(stats.lr)
+                    if state.step % tc.valid_every == 0 and self.validate_and_save():
+                        stopped = (f"early stopping ({tc.patience} validations without "
+                                   "improvement)")
+                        break
+                if state.step % tc.valid_every != 0 or state.step == 0:
+                    if stopped.startswith(SIGNAL_STOP):  # no validation: stop within seconds
+                        self.ctx.main_first(f"saved-{state.step}", lambda: self._save(False))
+                    else:
+                        self.validate_and_save(final=True)
         finally:
             self.stream.close()
             self.reporter.end_training()
@@ -187,10 +200,15 @@ class Trainer:
         self.reporter.stopped(state.step, stopped, tc.early_stopping_metric, state.best_score,
                               state.best_step)
         best = find_checkpoint(self.run_dir)
-        return TrainResult(self.run_dir, state.step, state.best_score, best, stopped, rate)
+        got = self.signals.received
+        return TrainResult(self.run_dir, state.step, state.best_score, best, stopped, rate,
+                           int(got) if got is not None else None)
 
     def _limit_reached(self) -> str | None:
         """Why training must stop before the next update, if it must."""
+        if self._signalled():
+            got = self.signals.received
+            return f"{SIGNAL_STOP} ({got.name if got else 'on another rank'})"
         if self.tc.max_steps is not None and self.state.step >= self.tc.max_steps:
             return "max_steps"
         if self.tc.max_epochs is not None and self.stream.completed_epochs >= self.tc.max_epochs:
@@ -206,6 +224,14 @@ class Trainer:
                 return None
             over = self.ctx.any(self.ctx.is_main and over)
         return "time budget" if over else None
+
+    def _signalled(self) -> bool:
+        """Whether a stop signal arrived (under torchrun: on any rank, agreed at log windows
+        like the time budget)."""
+        got = self.signals.received is not None
+        if not self.ctx.enabled:
+            return got
+        return self.state.step % self.tc.log_every == 0 and self.ctx.any(got)
 
     def _draw(self) -> list[Batch]:
         """The next update's batches: every rank draws the same world x accumulate."""
