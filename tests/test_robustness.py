@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import resource
 import signal
 import subprocess
@@ -197,6 +198,71 @@ def test_disk_full_while_saving_keeps_previous_checkpoints(tiny_run: Path, tmp_p
     assert find_checkpoint(run, "latest") == before
     verify_checkpoint(before)
     assert not list((run / "checkpoints").glob(".tmp-*"))
+
+
+@pytest.fixture()
+def small_disk(tmp_path: Path):
+    """A real 4 MiB filesystem (tmpfs), and a function that fills it up to ``free`` bytes left;
+    skipped where this process may not mount one (not root, or a container that forbids it)."""
+    import os
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+            capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+
+    def leave_free(free: int) -> None:
+        stat = os.statvfs(mount)
+        (mount / "filler").write_bytes(b"\0" * max(stat.f_bavail * stat.f_frsize - free, 0))
+
+    try:
+        yield mount, leave_free
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_filesystem_keeps_the_previous_checkpoint(tiny_run: Path, small_disk) -> None:
+    import shutil
+
+    mount, leave_free = small_disk
+    run = mount / "run"
+    shutil.copytree(tiny_run, run)
+    before = find_checkpoint(run, "latest")
+    size = sum(f.stat().st_size for f in before.iterdir())
+    leave_free(size // 2)  # room for half a checkpoint: the save fails with ENOSPC midway
+    proc = subprocess.run(
+        [sys.executable, "-m", "heedful", "train", "train.max_steps=4", "--resume", "--run-dir",
+         str(run), "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert re.search(r"could not write checkpoint .*step-00000004: .*No space left on device "
+                     r"\(os error 28\); earlier checkpoints are intact", proc.stderr)
+    assert find_checkpoint(run, "latest") == before  # still selectable, and verifies
+    verify_checkpoint(before)
+    assert not list((run / "checkpoints").glob(".tmp-*"))  # the partial files are gone
+    assert not (run / "checkpoints" / "step-00000004").exists()
+
+
+def test_a_full_filesystem_keeps_no_half_written_store(small_disk, sample_files) -> None:
+    mount, leave_free = small_disk
+    run = mount / "run"
+    src, tgt = sample_files
+    argv = [sys.executable, "-m", "heedful", "prepare", "data.dataset=null",
+            f"data.train.src={src}", f"data.train.tgt={tgt}", "tokenizer.vocab_size=500",
+            "--run-dir", str(run)]
+    leave_free(300_000)  # the tokenizer (~250 kB) fits, the store after it does not
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert re.search(r"could not write the prepared store: .*\.prepared\.tmp-\d+/\S+: No space "
+                     r"left on device; nothing was kept", proc.stderr)
+    assert not (run / "prepared").exists()
+    assert not list(run.glob(".prepared.tmp-*"))
+    (mount / "filler").unlink()  # space again: the same command builds it
+    assert subprocess.run(argv, capture_output=True, timeout=300).returncode == 0
+    assert (run / "prepared" / "manifest.json").is_file()
 
 
 def test_resume_falls_back_to_newest_intact_checkpoint(tiny_run: Path, tmp_path: Path,
