@@ -63,8 +63,12 @@ def one_run(job: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
                 *([f"train.threads={args.threads}"] if args.threads else []),
                 "--run-dir", str(run_dir), "--no-progress")
         train_s = round(time.monotonic() - start, 1)
+    cached = run_dir / "test_scores.json"  # a rerun (more seeds, another corpus) reuses it
+    if cached.exists():
+        return {**job, **json.loads(cached.read_text())}
     scores = json.loads(heedful("evaluate", str(run_dir), *test_args, "--json"))
     out = {**job, "bleu": scores["bleu"], "chrf": scores["chrf"], "train_s": train_s}
+    cached.write_text(json.dumps({k: out[k] for k in ("bleu", "chrf", "train_s")}))
     print(json.dumps(out), file=sys.stderr, flush=True)
     return out
 

@@ -175,3 +175,53 @@ def test_auto_precision_picks_bf16_only_where_the_cpu_computes_in_it(
     log = (run / "train.log").read_text(encoding="utf-8")
     assert f"train.precision auto: {'bf16' if native else 'fp32'} on cpu" in log
     assert all(torch.isfinite(w).all() for w in _weights(run).values())
+
+
+def _worker_pids(agent: int, rank: int) -> list[int]:
+    """The pids of the torchrun agent's workers of ``rank`` (Linux /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == agent and f"RANK={rank}".encode() in environ:
+            pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
+def test_a_killed_rank_is_restarted_and_the_job_resumes_by_itself(tmp_path: Path) -> None:
+    import re
+    import signal
+    import time
+
+    single = tmp_path / "single"
+    steps = ["train.accumulate=2", "train.max_steps=12"]
+    assert main(["train", *_data(), *TINY, *steps, "--run-dir", str(single),
+                 "--no-progress"]) == 0
+    ddp = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           "2", "--max-restarts", "1", "-m", "heedful", "train", *_data(), *TINY,
+           "train.accumulate=1", "train.max_steps=12", "--run-dir", str(ddp), "--no-progress"]
+    agent = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+    log = ddp / "train.log"
+    deadline = time.monotonic() + 600
+    while not (log.exists() and re.search(r"step 5 epoch", log.read_text())):
+        assert agent.poll() is None and time.monotonic() < deadline, agent.communicate()[0]
+        time.sleep(0.05)
+    [rank1] = _worker_pids(agent.pid, 1)
+    os.kill(rank1, signal.SIGKILL)
+    out, _ = agent.communicate(timeout=600)
+    assert agent.returncode == 0, out[-3000:]
+    text = log.read_text()
+    assert "torchrun restart 1: resuming from the newest intact checkpoint" in text
+    assert re.search(r"resumed from .*step-0000000[3-9] at step [3-9]", text)
+    _assert_same(single, ddp)

@@ -85,6 +85,12 @@ class DistContext:
         return None
 
 
+def restart_count() -> int:
+    """How often torchrun has restarted this job's workers (``--max-restarts``; 0 outside
+    torchrun or on the first start)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+
+
 def env_rank() -> int:
     """This process's rank under torchrun (0 otherwise), readable before :func:`setup`."""
     return int(os.environ.get("RANK", "0"))

@@ -47,7 +47,7 @@ from heedful.errors import TrainError
 from heedful.nn.architectures import build_model, count_parameters
 from heedful.nn.seq2seq import Seq2SeqModel
 from heedful.subword_sampling import SubwordSampler
-from heedful.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from heedful.tokenizer import BOS_ID, EOS_ID, PAD_ID, SAMPLING_FIELDS
 from heedful.training import distributed
 from heedful.training.evaluate import score_dev
 from heedful.training.prepare import PreparedData, prepare_data
@@ -427,6 +427,7 @@ def train(
     prepare_workers: int = 1,
 ) -> TrainResult:
     """Train a model into ``run_dir`` (see the module docstring for resume semantics).
+    Workers that torchrun restarts after a failure (``--max-restarts``) resume by themselves.
 
     ``config`` may be None with ``resume=True`` (the run directory's config is used). A
     resumed run may change only the train and decode sections. The training data comes from
@@ -435,12 +436,17 @@ def train(
     for a run directory or config that cannot start.
     """
     run_dir = Path(run_dir)
+    restarts = distributed.restart_count()
+    resume = resume or restarts > 0  # torchrun --max-restarts started this worker again
     config = _run_config(config, run_dir, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
     if distributed.env_rank() == 0:  # under torchrun, rank 0 alone writes the run directory
         save_config(config, run_dir / "config.yaml")
     with Reporter(run_dir, distributed.env_rank(), progress,
                   config.train.tensorboard) as reporter:
+        if restarts:
+            log.warning("torchrun restart %d: resuming from the newest intact checkpoint",
+                        restarts)
         ctx = distributed.setup(config.train.device, config.train.dist_timeout_minutes)
         try:
             result = Trainer.setup(config, run_dir, ctx, reporter, resume, init_from,
@@ -452,6 +458,13 @@ def train(
         return result
 
 
+def _fixed_part(config: Config, section: str) -> Any:
+    """What a resumed run must keep of a section (subword sampling is a training option)."""
+    if section == "tokenizer":
+        return config.tokenizer.model_dump(exclude=set(SAMPLING_FIELDS))
+    return getattr(config, section)
+
+
 def _run_config(config: Config | None, run_dir: Path, resume: bool) -> Config:
     """The config to train with, after checking it fits the run directory."""
     ckpt_root = run_dir / "checkpoints"
@@ -460,7 +473,7 @@ def _run_config(config: Config | None, run_dir: Path, resume: bool) -> Config:
         if config is None:
             config = saved
         for section in ("data", "tokenizer", "model"):
-            if getattr(config, section) != getattr(saved, section):
+            if _fixed_part(config, section) != _fixed_part(saved, section):
                 raise TrainError(
                     f"cannot resume {run_dir} with a different '{section}' section than the "
                     "run was started with (only train and decode options may change)")
