@@ -45,3 +45,9 @@ class CorpusBuildError(UserError, RuntimeError):
 class LongInputWarning(UserWarning):
     """An input longer than the model takes, cut to fit (the message names the line and how
     much was cut). The console script prints it as one ``heedful: warning: ...`` line."""
+
+
+class BadLineWarning(UserWarning):
+    """An input line that cannot be read (invalid UTF-8), passed over as an empty line
+    (``--skip-bad-lines``); the message names the file and line. Printed like
+    :class:`LongInputWarning`."""

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, cast
 
-from heedful.errors import DataError
+from heedful.errors import BadLineWarning, DataError
 
 BLOCK_BYTES = 1 << 22
 """How much a :class:`LineReader` reads at a time."""
@@ -142,10 +142,12 @@ def decode_text(block: bytes, name: str, first_line: int) -> str:
         return block.decode("utf-8")
     except UnicodeDecodeError as err:
         line_no = first_line + block.count(b"\n", 0, err.start)
-        raise DataError(
-            f"{name}, line {line_no}: invalid UTF-8 (byte 0x{block[err.start]:02x}); "
-            "heedful reads UTF-8 text only"
-        ) from None
+        raise _invalid_utf8(name, line_no, block[err.start]) from None
+
+
+def _invalid_utf8(name: str, line_no: int, byte: int) -> DataError:
+    return DataError(f"{name}, line {line_no}: invalid UTF-8 (byte 0x{byte:02x}); heedful "
+                     "reads UTF-8 text only")
 
 
 def decode_block(block: bytes, name: str, first_line: int) -> list[str]:
@@ -164,12 +166,34 @@ def read_lines(path: str | Path) -> list[str]:
 
 
 def iter_lines(source: str | Path | IO[bytes], name: str | None = None,
-               block_bytes: int = BLOCK_BYTES) -> Iterator[str]:
-    """The lines of a file or binary stream, one block in memory at a time."""
+               block_bytes: int = BLOCK_BYTES, skip_bad: bool = False) -> Iterator[str]:
+    """The lines of a file or binary stream, one block in memory at a time. A line that is
+    not UTF-8 comes after every line before it: then a :class:`DataError` naming it, or, with
+    ``skip_bad``, an empty line in its place and a :class:`BadLineWarning`."""
     with LineReader(source, name, block_bytes) as reader:
         while block := reader.take(block_bytes):
-            yield from decode_block(block, reader.name, reader.lines_given
-                                    - block.count(b"\n") + 1)
+            first = reader.lines_given - block.count(b"\n") + 1
+            try:
+                lines = decode_block(block, reader.name, first)
+            except DataError:  # line by line: the good ones before the bad one still count
+                yield from _decode_each(block, reader.name, first, skip_bad)
+                continue
+            yield from lines
+
+
+def _decode_each(block: bytes, name: str, first_line: int, skip_bad: bool) -> Iterator[str]:
+    import warnings
+
+    for line_no, raw in enumerate(block.split(b"\n")[:-1], first_line):
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            error = _invalid_utf8(name, line_no, raw[err.start])
+            if not skip_bad:
+                raise error from None
+            warnings.warn(f"{error}: an empty line stands in for it", BadLineWarning,
+                          stacklevel=2)
+            yield ""
 
 
 def decode_lines(raw: bytes, name: str) -> list[str]:

@@ -163,17 +163,51 @@ def test_ten_thousand_lines_with_garbage(tiny_run: Path, tmp_path: Path, capsys)
     rng = random.Random(0)
     choices = ["", "   ", "Y dijo Dios.", "\u200b", "%%%%", "ñ" * 300, "a\tb", "🙂🙂",
                "palabra " * 2000]
-    lines = [rng.choice(choices) for _ in range(10_000)]
+    lines = [rng.choice(choices).encode() for _ in range(10_000)]
+    bad = sorted(rng.sample(range(10_000), 25))
+    for i in bad:  # not UTF-8: a lone continuation byte, a cut sequence, Latin-1
+        lines[i] = rng.choice([b"\x80abc", b"se\xc3", "señal".encode("latin-1")])
     src = tmp_path / "in.txt"
-    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    src.write_bytes(b"\n".join(lines) + b"\n")
     out = tmp_path / "out.txt"
     assert main(["translate", str(tiny_run), "-i", str(src), "-o", str(out), "--beam-size", "1",
-                 "--max-len-a", "0.1", "--max-len-b", "3", "--batch-size", "256"]) == 0
+                 "--max-len-a", "0.1", "--max-len-b", "3", "--batch-size", "256",
+                 "--skip-bad-lines"]) == 0
     produced = out.read_text(encoding="utf-8").split("\n")
-    assert len(produced) == 10_001 and produced[-1] == ""
-    for line, hyp in zip(lines, produced, strict=False):
-        if not line.strip():
-            assert hyp == ""
+    assert len(produced) == 10_001 and produced[-1] == ""  # one output line per input line
+    for i, (line, hyp) in enumerate(zip(lines, produced, strict=False)):
+        if i in bad or not line.decode().strip():
+            assert hyp == "", i
+    err = capsys.readouterr().err
+    assert err.count("invalid UTF-8 (byte") == 25
+    assert f"in.txt, line {bad[0] + 1}: invalid UTF-8" in err
+    # without --skip-bad-lines the first bad line stops the run, after the lines before it
+    capsys.readouterr()
+    assert main(["translate", str(tiny_run), "-i", str(src), "-o", str(out), "--beam-size", "1",
+                 "--max-len-a", "0.1", "--max-len-b", "3", "--batch-size", "256"]) == 2
+    err = capsys.readouterr().err
+    assert f"in.txt, line {bad[0] + 1}: invalid UTF-8" in err
+    assert f"(the output of the lines before it is in {out})" in err
+    assert out.read_text(encoding="utf-8").split("\n") == [*produced[:bad[0]], ""]
+
+
+def test_a_bad_line_comes_after_the_lines_before_it(tmp_path: Path) -> None:
+    import warnings
+
+    from heedful.errors import BadLineWarning
+    from heedful.lines import iter_lines
+
+    path = tmp_path / "x.txt"
+    path.write_bytes(b"uno\ndos\n\xfftres\ncuatro\n")
+    got = []
+    with pytest.raises(DataError, match=r"x\.txt, line 3: invalid UTF-8 \(byte 0xff\)"):
+        for line in iter_lines(path):
+            got.append(line)
+    assert got == ["uno", "dos"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert list(iter_lines(path, skip_bad=True)) == ["uno", "dos", "", "cuatro"]
+    assert [w.category for w in caught] == [BadLineWarning]
 
 
 def _limit_file_size() -> None:

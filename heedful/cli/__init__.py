@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from heedful.cli import align, bench, data, evaluate, prepare, serve, train, translate
-from heedful.errors import LongInputWarning, UserError
+from heedful.errors import BadLineWarning, LongInputWarning, UserError
 
 FAMILIES = (train, prepare, translate, evaluate, align, serve, data, bench)
 """The command modules, each with ``register(subparsers)``."""
@@ -70,7 +70,7 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
     as Python prints it."""
     import warnings
 
-    if issubclass(category, LongInputWarning):
+    if issubclass(category, LongInputWarning | BadLineWarning):
         print(f"heedful: warning: {message}", file=sys.stderr)
     else:
         sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))

@@ -1,8 +1,10 @@
 """Where commands read their input lines and write their output: a file or stdin/stdout.
 
 An output file is written under a temporary name and renamed into place when the command
-succeeds, so a command that stops halfway (bad input at line 500,000 of a stream) leaves no
-half-written file behind.
+succeeds. Bad input (a line that is not UTF-8 at line 500,000 of a stream) stops the command
+at that line with an error naming it, after the output of every line before it was written:
+the file then holds exactly those lines, and the error says so. A crash or any other error
+leaves no half-written file behind.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
+
+from heedful.errors import DataError
 
 if TYPE_CHECKING:
     from heedful.data import Segments
@@ -26,13 +30,14 @@ def read_input(path: str | None) -> list[str]:
     return list(iter_input(path))
 
 
-def iter_input(path: str | None) -> Iterator[str]:
-    """The lines of ``path`` or stdin, read a block at a time (constant memory)."""
+def iter_input(path: str | None, skip_bad: bool = False) -> Iterator[str]:
+    """The lines of ``path`` or stdin, read a block at a time (constant memory); with
+    ``skip_bad`` a line that is not UTF-8 becomes an empty line and a warning."""
     from heedful.lines import iter_lines
 
     if path is None:
-        return iter_lines(sys.stdin.buffer, "<stdin>")
-    return iter_lines(path)
+        return iter_lines(sys.stdin.buffer, "<stdin>", skip_bad=skip_bad)
+    return iter_lines(path, skip_bad=skip_bad)
 
 
 def iter_constraints(path: str) -> Iterator[list[str]]:
@@ -86,6 +91,9 @@ def output(path: str | None) -> Iterator[TextIO]:
         with out:
             yield out
         os.replace(tmp, final)
+    except DataError as err:  # bad input: keep the output of the lines before it
+        os.replace(tmp, final)
+        raise DataError(f"{err} (the output of the lines before it is in {final})") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -24,6 +24,9 @@ def register(subparsers: Subparsers) -> None:
     p.add_argument("--input", "-i")
     p.add_argument("--output", "-o")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--skip-bad-lines", action="store_true",
+                   help="an input line that is not UTF-8 gives an empty output line and a "
+                        "warning (default: an error naming it, after the lines before it)")
     p.add_argument("--constraints", metavar="FILE",
                    help="one JSON list of target phrases per input line, e.g. "
                         '["green herb"] ([] for none): each must appear in its translation '
@@ -88,7 +91,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     streaming: a chunk of lines at a time, each written as soon as its chunk is done."""
     translator = load_translator(args.run_dir, args.quantize, args.device, args.precision)
     constraints = None if args.constraints is None else iter_constraints(args.constraints)
-    results = translator.translate_stream(iter_input(args.input),
+    results = translator.translate_stream(iter_input(args.input, args.skip_bad_lines),
                                           progress=args.output is not None,
                                           constraints=constraints, **decode_overrides(args))
     with output(args.output) as out:

@@ -432,6 +432,18 @@ def _joined(split: SplitLines, parts: list[Translation]) -> list[Translation]:
 
 
 def _chunked(lines: Iterable[str], size: int) -> Iterator[list[str]]:
-    it = iter(lines)
-    while chunk := list(islice(it, size)):
+    """``size`` lines at a time; where reading a line fails (bad input), the lines before it
+    come first, then the error."""
+    chunk: list[str] = []
+    try:
+        for line in lines:
+            chunk.append(line)
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
+    except DataError:
+        if chunk:
+            yield chunk
+        raise
+    if chunk:
         yield chunk
