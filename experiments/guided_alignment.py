@@ -112,7 +112,8 @@ def main() -> None:
         budget.append(f"train.threads={args.threads}")
     runs = {"plain": [], "guided": [f"data.train.alignments={links}",
                                     f"train.guided_alignment_weight={args.weight}"]}
-    run_dirs = {name: args.work / f"{name}-{tag}-w{args.weight:g}" for name in runs}
+    run_dirs = {"plain": args.work / f"plain-{tag}",  # one plain run serves every weight
+                "guided": args.work / f"guided-{tag}-w{args.weight:g}"}
     commands = [["train", "--preset", "quickstart", *budget, *extra, "--run-dir",
                  str(run_dirs[name]), "--no-progress"]
                 for name, extra in runs.items() if not (run_dirs[name] / "checkpoints").is_dir()]
