@@ -106,3 +106,26 @@ def test_the_handlers_are_restored_after_training() -> None:
     with StopSignals():
         assert signal.getsignal(signal.SIGTERM) is not before
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_signal_before_the_first_update_saves_nothing_and_says_so(tmp_path: Path,
+                                                                     sample_files) -> None:
+    from heedful.config import load_config
+    from heedful.training import distributed
+    from heedful.training.reporter import Reporter
+    from heedful.training.trainer import Trainer
+
+    src, tgt = sample_files
+    cfg = load_config(None, ["data.dataset=null", f"data.train.src={src}",
+                             f"data.train.tgt={tgt}", "tokenizer.vocab_size=500",
+                             "model.embed_dim=16", "model.hidden_dim=16", "train.max_steps=5"])
+    run = tmp_path / "run"
+    run.mkdir()
+    with Reporter(run, 0, False) as reporter:
+        trainer = Trainer.setup(cfg, run, distributed.setup("cpu"), reporter)
+        trainer.signals.received = signal.SIGTERM  # as if it came during setup's last moment
+        result = trainer.fit()
+    assert (result.steps, result.stop_signal, result.best_checkpoint) == (0, signal.SIGTERM,
+                                                                          None)
+    assert result.stopped_because == "stop signal (SIGTERM)"
+    assert not (run / "checkpoints").exists() or not any((run / "checkpoints").iterdir())

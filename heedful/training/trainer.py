@@ -34,6 +34,7 @@ import torch
 
 from heedful.batching import BatchStream
 from heedful.checkpoint import (
+    CheckpointError,
     find_checkpoint,
     load_model_weights,
     load_optimizer,
@@ -177,6 +178,7 @@ class Trainer:
         self.window = _Window(time.monotonic())
         self.tokens_trained, self.sitting_start = 0, time.monotonic()
         self.clock = time.monotonic()
+        first_step = state.step  # a signal before any update of this sitting saves nothing
         try:
             with self.signals:
                 while (stopped := self._limit_reached()) is None:
@@ -188,19 +190,22 @@ class Trainer:
                         stopped = (f"early stopping ({tc.patience} validations without "
                                    "improvement)")
                         break
-                if state.step % tc.valid_every != 0 or state.step == 0:
-                    if stopped.startswith(SIGNAL_STOP):  # no validation: stop within seconds
+                if stopped.startswith(SIGNAL_STOP):  # no validation: stop within seconds
+                    if state.step > first_step and state.step % tc.valid_every != 0:
                         self.ctx.main_first(f"saved-{state.step}", lambda: self._save(False))
-                    else:
-                        self.validate_and_save(final=True)
+                elif state.step % tc.valid_every != 0 or state.step == 0:
+                    self.validate_and_save(final=True)
         finally:
             self.stream.close()
             self.reporter.end_training()
         rate = self.tokens_trained / max(time.monotonic() - self.sitting_start, 1e-9)
         self.reporter.stopped(state.step, stopped, tc.early_stopping_metric, state.best_score,
                               state.best_step)
-        best = find_checkpoint(self.run_dir)
         got = self.signals.received
+        try:
+            best: Path | None = find_checkpoint(self.run_dir)
+        except CheckpointError:  # stopped by a signal before the first checkpoint
+            best = None
         return TrainResult(self.run_dir, state.step, state.best_score, best, stopped, rate,
                            int(got) if got is not None else None)
 
