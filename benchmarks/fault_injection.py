@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import shutil
@@ -61,6 +62,9 @@ def count_corrupt(run_dir: Path) -> int:
 
 def run(kills: int, steps: int, seed: int, sig: signal.Signals = signal.SIGKILL
         ) -> dict[str, object]:
+    # one GEMM backend in every process: "auto" times both at start-up and may pick another
+    # one in a resumed process on a loaded machine (equal results need equal kernels)
+    os.environ.setdefault("HEEDFUL_CPU_GEMM", "mkl")
     rng = random.Random(seed)
     stop_seconds: list[float] = []
     clean_stops, saved_step_reached, before_training = 0, 0, 0

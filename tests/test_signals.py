@@ -3,6 +3,7 @@ status that says a signal stopped it, an exact resume; a second signal exits at 
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -27,8 +28,14 @@ def _argv(run_dir: Path, sample_files, steps: int, *extra: str) -> list[str]:
             "--no-progress", *extra]
 
 
+# one GEMM backend in every process: "auto" times both at start-up and, on a loaded machine,
+# may pick another one in the resumed process than in the uninterrupted one
+ENV = {**os.environ, "HEEDFUL_CPU_GEMM": "mkl"}
+
+
 def _start_and_wait_for_training(argv: list[str], run_dir: Path) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=ENV)
     log = run_dir / "train.log"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -65,11 +72,11 @@ def test_sigterm_saves_the_step_reached_and_resume_is_exact(tmp_path: Path,
     # resume to a few steps further == the uninterrupted run to there
     end = reached + 3
     resumed = subprocess.run(_argv(run, sample_files, end, "--resume"), capture_output=True,
-                             text=True, timeout=300)
+                             text=True, timeout=300, env=ENV)
     assert resumed.returncode == 0, resumed.stderr
     whole = tmp_path / "whole"
     subprocess.run(_argv(whole, sample_files, end), check=True, capture_output=True,
-                   timeout=300)
+                   timeout=300, env=ENV)
     a, b = _weights(run, end), _weights(whole, end)
     for name in a:
         torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
