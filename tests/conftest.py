@@ -29,3 +29,34 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def sample_files() -> tuple[Path, Path]:
     """The bundled corpus's 200-pair sample (real data, tiny)."""
     return dataset_file("bible-es-en", "sample.es"), dataset_file("bible-es-en", "sample.en")
+
+
+@pytest.fixture()
+def check_exact_resume(tmp_path: Path):
+    """``check(base, option)``: train ``base + option`` 6 steps straight and 3 + 3 with
+    ``--resume`` (the same weights, to 1e-6), and ``base`` alone 6 steps (other weights: the
+    option acted)."""
+    from safetensors.torch import load_file
+
+    from heedful.cli import main
+
+    def train(run: Path, overrides: list[str], steps: int, *extra: str) -> None:
+        assert main(["train", *overrides, f"train.max_steps={steps}", *extra, "--run-dir",
+                     str(run), "--no-progress"]) == 0
+
+    def weights(run: Path) -> dict[str, torch.Tensor]:
+        return load_file(str(run / "checkpoints" / "step-00000006" / "model.safetensors"))
+
+    def check(base: list[str], option: list[str]) -> None:
+        full, part, plain = tmp_path / "full", tmp_path / "part", tmp_path / "plain"
+        train(full, [*base, *option], 6)
+        train(part, [*base, *option], 3)
+        train(part, [], 6, "--resume")
+        a, b = weights(full), weights(part)
+        for name in a:
+            torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
+        train(plain, base, 6)
+        c = weights(plain)
+        assert any(not torch.allclose(a[n], c[n]) for n in a)
+
+    return check

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from heedful.cli import main
 from heedful.config import ConfigError, load_config
@@ -119,26 +118,9 @@ def test_batches_carry_each_pairs_links(tmp_path: Path, corpus) -> None:
     assert bool((batch.src[rows, s] != EOS_ID).all())
 
 
-def test_resume_is_exact_with_the_guided_loss(tmp_path: Path, corpus) -> None:
+def test_resume_is_exact_with_the_guided_loss(corpus, check_exact_resume) -> None:
     data, _ = corpus
-    guided = [*data, *TINY, "train.guided_alignment_weight=0.5"]
-    full, part = tmp_path / "full", tmp_path / "part"
-    assert main(["train", *guided, "train.max_steps=6", "--run-dir", str(full),
-                 "--no-progress"]) == 0
-    assert main(["train", *guided, "train.max_steps=3", "--run-dir", str(part),
-                 "--no-progress"]) == 0
-    assert main(["train", "train.max_steps=6", "--resume", "--run-dir", str(part),
-                 "--no-progress"]) == 0
-    a = load_file(str(full / "checkpoints" / "step-00000006" / "model.safetensors"))
-    b = load_file(str(part / "checkpoints" / "step-00000006" / "model.safetensors"))
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
-    # and the loss did act: the same run without it ends elsewhere
-    plain = tmp_path / "plain"
-    assert main(["train", *data, *TINY, "train.max_steps=6", "--run-dir", str(plain),
-                 "--no-progress"]) == 0
-    c = load_file(str(plain / "checkpoints" / "step-00000006" / "model.safetensors"))
-    assert any(not torch.allclose(a[n], c[n]) for n in a)
+    check_exact_resume([*data, *TINY], ["train.guided_alignment_weight=0.5"])
 
 
 def test_a_changed_links_file_rebuilds_the_store_not_the_tokenizer(tmp_path: Path,

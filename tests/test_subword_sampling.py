@@ -8,10 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from heedful.batching import BatchStream, TokenArray
-from heedful.cli import main
 from heedful.config import ConfigError, load_config
 from heedful.subword_sampling import SubwordSampler
 from heedful.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
@@ -100,24 +98,8 @@ def test_a_stream_draws_the_same_sample_at_the_same_position(prepared) -> None:
     assert again.num_tgt_tokens >= unsampled.num_tgt_tokens
 
 
-def test_resume_is_exact_with_sampling(tmp_path: Path, data: list[str]) -> None:
-    sampled = [*data, *TINY, "tokenizer.sampling_alpha=0.2"]
-    full, part = tmp_path / "full", tmp_path / "part"
-    assert main(["train", *sampled, "train.max_steps=6", "--run-dir", str(full),
-                 "--no-progress"]) == 0
-    assert main(["train", *sampled, "train.max_steps=3", "--run-dir", str(part),
-                 "--no-progress"]) == 0
-    assert main(["train", "train.max_steps=6", "--resume", "--run-dir", str(part),
-                 "--no-progress"]) == 0
-    a = load_file(str(full / "checkpoints" / "step-00000006" / "model.safetensors"))
-    b = load_file(str(part / "checkpoints" / "step-00000006" / "model.safetensors"))
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
-    plain = tmp_path / "plain"  # and sampling did act: without it the run ends elsewhere
-    assert main(["train", *data, *TINY, "train.max_steps=6", "--run-dir", str(plain),
-                 "--no-progress"]) == 0
-    c = load_file(str(plain / "checkpoints" / "step-00000006" / "model.safetensors"))
-    assert any(not torch.allclose(a[n], c[n]) for n in a)
+def test_resume_is_exact_with_sampling(data: list[str], check_exact_resume) -> None:
+    check_exact_resume([*data, *TINY], ["tokenizer.sampling_alpha=0.2"])
 
 
 def test_turning_sampling_on_keeps_the_tokenizer_and_the_store(tmp_path: Path,
