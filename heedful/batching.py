@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from heedful.data import Batch
+from heedful.vision.images import ImageArray, collate
 
 
 @dataclass(frozen=True)
@@ -131,34 +132,48 @@ Resegmenter = Callable[[list[np.ndarray], list[np.ndarray], int],
                        tuple[list[list[int]], list[list[int]]]]
 
 
-def assemble(src: TokenArray, tgt: TokenArray, members: np.ndarray, pad_id: int, bos_id: int,
-             eos_id: int, links: TokenArray | None = None) -> Batch:
-    """The padded batch of examples ``members``: the same tensors as
-    :func:`heedful.data.make_batch` gives for their id lists (and, with ``links``, the
-    examples' subword links as ``Batch.align``)."""
-    num = len(members)
-    src_len, tgt_len = src.lengths[members], tgt.lengths[members]
-    src_ids = np.full((num, int(src_len.max())), pad_id, dtype=np.int64)
-    tgt_in = np.full((num, int(tgt_len.max()) + 1), pad_id, dtype=np.int64)
+def _targets(tgt: TokenArray, members: np.ndarray, pad_id: int, bos_id: int, eos_id: int
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """tgt_in (B, T + 1) starting with BOS, tgt_out ending with EOS, tgt_mask, and the
+    number of target tokens of the examples ``members``."""
+    tgt_len = tgt.lengths[members]
+    tgt_in = np.full((len(members), int(tgt_len.max()) + 1), pad_id, dtype=np.int64)
     tgt_out = np.full_like(tgt_in, pad_id)
     tgt_in[:, 0] = bos_id
     for row, i in enumerate(members.tolist()):
-        s, t = src[i], tgt[i]
-        src_ids[row, :len(s)] = s
+        t = tgt[i]
         tgt_in[row, 1:len(t) + 1] = t
         tgt_out[row, :len(t)] = t
         tgt_out[row, len(t)] = eos_id
     # NumPy only: a torch op on the prefetching thread could start a second OpenMP team
-    src_mask, tgt_mask = src_ids != pad_id, tgt_out != pad_id
-    src_t, src_mask_t, tgt_in_t, tgt_out_t, tgt_mask_t = (
-        torch.from_numpy(a) for a in (src_ids, src_mask, tgt_in, tgt_out, tgt_mask))
+    tgt_mask = tgt_out != pad_id
+    return (torch.from_numpy(tgt_in), torch.from_numpy(tgt_out), torch.from_numpy(tgt_mask),
+            int(tgt_mask.sum()))
+
+
+def assemble(src: TokenArray | ImageArray, tgt: TokenArray, members: np.ndarray, pad_id: int,
+             bos_id: int, eos_id: int, links: TokenArray | None = None) -> Batch:
+    """The padded batch of examples ``members``: the same tensors as
+    :func:`heedful.data.make_batch` gives for their id lists (and, with ``links``, the
+    examples' subword links as ``Batch.align``). Image sources (an :class:`ImageArray`)
+    give the (B, 1, H, W) images and their column mask (:func:`heedful.vision.images.collate`)."""
+    num = len(members)
+    tgt_in_t, tgt_out_t, tgt_mask_t, num_tokens = _targets(tgt, members, pad_id, bos_id, eos_id)
+    if isinstance(src, ImageArray):
+        src_t, src_mask_t = collate([src[i] for i in members.tolist()])
+        return Batch(src_t, src_mask_t, tgt_in_t, tgt_out_t, tgt_mask_t, num_tokens)
+    src_ids = np.full((num, int(src.lengths[members].max())), pad_id, dtype=np.int64)
+    for row, i in enumerate(members.tolist()):
+        s = src[i]
+        src_ids[row, :len(s)] = s
+    src_t, src_mask_t = torch.from_numpy(src_ids), torch.from_numpy(src_ids != pad_id)
     align = None
     if links is not None:
         per_row = [links[i].reshape(-1, 2) for i in members.tolist()]
         rows = np.repeat(np.arange(num), [len(p) for p in per_row])
         pairs = np.concatenate(per_row).astype(np.int64) if num else np.zeros((0, 2), np.int64)
         align = torch.from_numpy(np.stack([rows, pairs[:, 1], pairs[:, 0]], axis=1))
-    return Batch(src_t, src_mask_t, tgt_in_t, tgt_out_t, tgt_mask_t, int(tgt_mask.sum()), align)
+    return Batch(src_t, src_mask_t, tgt_in_t, tgt_out_t, tgt_mask_t, num_tokens, align)
 
 
 class BatchStream:
@@ -177,7 +192,7 @@ class BatchStream:
 
     def __init__(
         self,
-        src: TokenArray | Sequence[Sequence[int]],
+        src: TokenArray | ImageArray | Sequence[Sequence[int]],
         tgt: TokenArray | Sequence[Sequence[int]],
         batch_tokens: int,
         seed: int,
@@ -192,12 +207,14 @@ class BatchStream:
         links: TokenArray | None = None,
         resegment: Resegmenter | None = None,
     ) -> None:
-        self.src = src if isinstance(src, TokenArray) else TokenArray.from_lists(src)
+        self.src = src if isinstance(src, TokenArray | ImageArray) else TokenArray.from_lists(src)
         self.tgt = tgt if isinstance(tgt, TokenArray) else TokenArray.from_lists(tgt)
         self.links = links
         if resegment is not None and links is not None:
             raise ValueError("links are indices into the stored segmentation: they cannot "
                              "follow a resegmented batch")
+        if resegment is not None and isinstance(self.src, ImageArray):
+            raise ValueError("subword sampling resegments source text; the source is images")
         self.resegment = resegment
         self.plan = BatchPlan.build(self.src.lengths, self.tgt.lengths, batch_tokens, order,
                                     sizes)

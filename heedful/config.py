@@ -62,7 +62,17 @@ class DataConfig(_Strict):
     filters on training pairs."""
 
     dataset: str | None = "bible-es-en"
-    """A bundled dataset by name; ``None`` to use ``train``/``dev``/``test`` below."""
+    """A bundled dataset by name; ``None`` to use ``train``/``dev``/``test`` below (or
+    ``dir``)."""
+    source: Literal["text", "image"] = "text"
+    """What the model reads: ``text`` (source sentences), or ``image`` (image files listed in
+    the manifests of ``dir``: :mod:`heedful.manifest`, read by :mod:`heedful.vision`)."""
+    dir: str | None = None
+    """source: image: the corpus folder holding the manifests ``train.tsv``, ``dev.tsv`` and
+    ``test.tsv`` (each line: a file path relative to the folder, a tab, the target text)."""
+    image_height: int = Field(32, ge=16, multiple_of=16)
+    """source: image: every image is scaled to this height (the width follows its aspect
+    ratio); a multiple of 16, the image encoder's vertical downsampling."""
     format: Literal["text", "tsv", "jsonl", "hf"] = "text"
     """How the ``train``/``dev``/``test`` splits are stored: two line-aligned text files, one
     TSV or JSONL file, or a Hugging Face dataset."""
@@ -144,9 +154,10 @@ class TrainConfig(_Strict):
     run trains only for what its checkpoint has not yet spent."""
     valid_every: int = Field(500, gt=0)
     """Validate on the dev set and save a checkpoint every this many updates (and at the end)."""
-    early_stopping_metric: Literal["bleu", "chrf", "loss"] = "bleu"
+    early_stopping_metric: Literal["bleu", "chrf", "loss", "cer"] = "bleu"
     """The dev figure that picks the best checkpoint and drives ``patience`` and the
-    plateau schedule."""
+    plateau schedule; ``cer`` (character error rate, lower is better) for non-text
+    sources."""
     patience: int | None = Field(None, gt=0)
     """Stop after this many validations without improvement; ``None`` = never."""
     keep_last: int = Field(3, gt=0)
@@ -220,10 +231,11 @@ class Config(_Strict):
 
 def _check_cross_fields(cfg: Config) -> None:
     """The rules that tie sections together (each section checks its own)."""
+    _check_source(cfg)
     if cfg.model.share_embeddings and not cfg.tokenizer.joint:
         raise ValueError("model.share_embeddings needs tokenizer.joint: true")
     d = cfg.data
-    if d.dataset is None:
+    if d.dataset is None and d.source == "text":
         if d.train is None:
             raise ValueError("data.train is required when data.dataset is null")
         if (d.format == "hf") != (d.hf_dataset is not None):
@@ -260,6 +272,53 @@ def _check_cross_fields(cfg: Config) -> None:
                          f"line per input line), not {d.format}")
     if t.schedule == "noam" and t.warmup_steps == 0:
         raise ValueError("train.schedule: noam needs train.warmup_steps > 0")
+
+
+def _check_source(cfg: Config) -> None:
+    """The rules of non-text sources: a manifest folder, an architecture with an image front
+    end, and none of the options that only make sense for source text."""
+    d, m = cfg.data, cfg.model
+    channels_default = type(m).model_fields["image_channels"].default
+    if d.source == "text":
+        if d.dir is not None:
+            raise ValueError("data.dir applies only to data.source: image (text corpora are "
+                             "named by data.dataset or data.train/dev/test)")
+        if m.image_channels != channels_default:
+            raise ValueError("model.image_channels applies only to data.source: image")
+        if cfg.train.early_stopping_metric == "cer":
+            raise ValueError("train.early_stopping_metric: cer is computed for non-text "
+                             "sources (data.source: image); use bleu, chrf or loss")
+        return
+    if d.dir is None:
+        raise ValueError(f"data.source: {d.source} needs data.dir (the folder with train.tsv, "
+                         "dev.tsv and test.tsv)")
+    if d.dataset is not None:
+        raise ValueError(f"data.source: {d.source} reads data.dir; set data.dataset: null "
+                         f"(it is {d.dataset!r})")
+    named = [f"data.{s}" for s in ("train", "dev", "test") if getattr(d, s) is not None]
+    if named:
+        raise ValueError(f"data.source: {d.source} reads the manifests of data.dir; remove "
+                         f"{', '.join(named)}")
+    if m.arch not in ("rnn", "transformer"):
+        raise ValueError(f"data.source: {d.source} needs model.arch rnn or transformer (the "
+                         f"architectures with an image encoder); got {m.arch!r}")
+    for key in ("copy_attention", "share_embeddings"):
+        if getattr(m, key):
+            raise ValueError(f"model.{key} needs source text; data.source is {d.source}")
+    if not cfg.tokenizer.joint:
+        raise ValueError(f"data.source: {d.source} has no source text: keep tokenizer.joint: "
+                         "true (one tokenizer, trained on the targets)")
+    if cfg.train.guided_alignment_weight is not None:
+        raise ValueError("train.guided_alignment_weight needs source text (word links); "
+                         f"data.source is {d.source}")
+    if cfg.tokenizer.sampling_alpha is not None:
+        raise ValueError("tokenizer.sampling_alpha resegments source text; data.source is "
+                         f"{d.source}")
+
+
+def image_height_of(cfg: Config) -> int | None:
+    """The image height the run's model reads (None: the source is text)."""
+    return cfg.data.image_height if cfg.data.source == "image" else None
 
 
 # --------------------------------------------------------------------------- loading

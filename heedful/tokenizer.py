@@ -29,8 +29,10 @@ class TokenizerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True,
                               use_attribute_docstrings=True)
 
-    type: Literal["unigram", "bpe"] = "bpe"
-    """The SentencePiece algorithm."""
+    type: Literal["unigram", "bpe", "char"] = "bpe"
+    """The SentencePiece algorithm; ``char``: one piece per character (SentencePiece's char
+    model; what image and speech targets use: a few dozen symbols, every output step one
+    visible or audible character, so attention moves along the input with the output)."""
     vocab_size: int = Field(8000, ge=16)
     """Subwords per model, the special tokens included."""
     joint: bool = True
@@ -58,6 +60,9 @@ class TokenizerConfig(BaseModel):
     def _sampling(self) -> TokenizerConfig:
         if self.sampling_alpha is None:
             return self
+        if self.type == "char":
+            raise ValueError("tokenizer.sampling_alpha: a char tokenizer has one segmentation "
+                             "of every text; there is nothing to sample")
         if self.type == "bpe" and self.sampling_alpha >= 1:
             raise ValueError(f"tokenizer.sampling_alpha: {self.sampling_alpha} is BPE-dropout's "
                              "probability of dropping a merge; it must be below 1")

@@ -33,6 +33,25 @@ def score_corpus(hypotheses: Sequence[str], references: Sequence[str]) -> Scores
                   str(chrf.get_signature()), len(hypotheses))
 
 
+def error_rates(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """Character and word error rates (jiwer: edit distance over the references' length,
+    corpus-level) and the share of exact matches — what transcriptions are judged by."""
+    import jiwer
+
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
+    if not references:
+        return {"cer": 0.0, "wer": 0.0, "exact_match": 0.0}
+    # jiwer refuses empty references: such a pair counts in exact match only
+    pairs = [(r, h) for r, h in zip(references, hypotheses, strict=True) if r.strip()]
+    refs, hyps = [r for r, _ in pairs], [h for _, h in pairs]
+    cer = float(jiwer.cer(refs, hyps)) if refs else 0.0
+    wer = float(jiwer.wer(refs, hyps)) if refs else 0.0
+    exact = sum(h.strip() == r.strip() for h, r in zip(hypotheses, references, strict=True))
+    return {"cer": round(cer, 4), "wer": round(wer, 4),
+            "exact_match": round(exact / len(references), 4)}
+
+
 def score_rouge(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
     """ROUGE-1/2/L F1 (rouge-score, Porter stemmer), averaged over sentences, x 100 — the
     summarization metric (Lin 2004) as Google's rouge-score package computes it.

@@ -17,10 +17,20 @@ import traceback
 from collections.abc import Sequence
 from typing import TextIO
 
-from heedful.cli import align, bench, data, evaluate, prepare, serve, train, translate
+from heedful.cli import (
+    align,
+    bench,
+    data,
+    evaluate,
+    prepare,
+    serve,
+    train,
+    transcribe,
+    translate,
+)
 from heedful.errors import BadLineWarning, LongInputWarning, UserError
 
-FAMILIES = (train, prepare, translate, evaluate, align, serve, data, bench)
+FAMILIES = (train, prepare, translate, transcribe, evaluate, align, serve, data, bench)
 """The command modules, each with ``register(subparsers)``."""
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""``heedful data``: build a summarization or dialogue corpus from local sources."""
+"""``heedful data``: build a summarization, dialogue or image corpus from local sources."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ if TYPE_CHECKING:
 
 def register(subparsers: Subparsers) -> None:
     """Add ``data``."""
-    p = subparsers.add_parser("data", help="build a corpus: debian-desc (summarization) or "
-                                           "chatterbot (dialogue)")
-    p.add_argument("corpus", choices=["debian-desc", "chatterbot"])
-    p.add_argument("--out", help="output directory (default data/debian-desc-summ or "
-                                 "data/chatterbot)")
+    p = subparsers.add_parser("data", help="build a corpus: debian-desc (summarization), "
+                                           "chatterbot (dialogue) or digits (handwritten "
+                                           "digit strings, image -> text)")
+    p.add_argument("corpus", choices=["debian-desc", "chatterbot", "digits"])
+    p.add_argument("--out", help="output directory (default data/debian-desc-summ, "
+                                 "data/chatterbot or data/digits)")
     p.add_argument("--lists", default="/var/lib/apt/lists",
                    help="debian-desc: apt's lists directory (default /var/lib/apt/lists)")
     p.add_argument("--pattern", default="*_i18n_Translation-en*",
@@ -26,26 +27,44 @@ def register(subparsers: Subparsers) -> None:
                    help="chatterbot: previous turns in each context (default 2)")
     p.add_argument("--separator", default="<sep>", help="chatterbot: turn separator")
     p.add_argument("--language", default="english", help="chatterbot: corpus language")
+    p.add_argument("--seed", type=int, default=1, help="digits: random seed (default 1)")
+    p.add_argument("--train", type=int, default=20000,
+                   help="digits: training strings (default 20000)")
+    p.add_argument("--dev-per-length", type=int, default=50,
+                   help="digits: dev strings of each length (default 50)")
+    p.add_argument("--test-per-length", type=int, default=100,
+                   help="digits: test strings of each length (default 100)")
+    p.add_argument("--max-length", type=int, default=12,
+                   help="digits: longest string, in digits (default 12)")
     p.add_argument("--json", action="store_true", help="print the statistics as JSON")
     p.set_defaults(func=cmd_data)
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    """Build the debian-desc (package descriptions -> summaries) or chatterbot (context ->
-    reply) corpus; print its pair counts."""
-    from heedful.corpora import build_chatterbot_pairs, build_debian_summ
+    """Build the debian-desc (package descriptions -> summaries), chatterbot (context ->
+    reply) or digits (image of a digit string -> the digits) corpus; print its counts."""
+    if args.corpus == "digits":
+        from heedful.vision.digits import build_digit_strings  # Pillow and numpy: only here
 
-    if args.corpus == "debian-desc":
-        out = Path(args.out or "data/debian-desc-summ")
-        stats = build_debian_summ(out, Path(args.lists), args.pattern)
+        out = Path(args.out or "data/digits")
+        stats = build_digit_strings(out, args.seed, args.train, args.dev_per_length,
+                                    args.test_per_length, args.max_length)
+        unit, counts = "strings", stats["strings"]
     else:
-        out = Path(args.out or "data/chatterbot")
-        stats = build_chatterbot_pairs(out, args.context_turns, args.language, args.separator)
+        from heedful.corpora import build_chatterbot_pairs, build_debian_summ
+
+        if args.corpus == "debian-desc":
+            out = Path(args.out or "data/debian-desc-summ")
+            stats = build_debian_summ(out, Path(args.lists), args.pattern)
+        else:
+            out = Path(args.out or "data/chatterbot")
+            stats = build_chatterbot_pairs(out, args.context_turns, args.language,
+                                           args.separator)
+        unit, counts = "pairs", stats["pairs"]
     if args.json:
         print(json.dumps(stats))
     else:
-        pairs = stats["pairs"]
-        assert isinstance(pairs, dict)
-        print(f"{stats['corpus']}: " + ", ".join(f"{k} {v:,}" for k, v in pairs.items())
-              + f" pairs written to {out}/ (statistics: {out}/stats.json)")
+        assert isinstance(counts, dict)
+        print(f"{stats['corpus']}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items())
+              + f" {unit} written to {out}/ (statistics: {out}/stats.json)")
     return 0

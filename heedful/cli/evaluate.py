@@ -46,7 +46,8 @@ def register(subparsers: Subparsers) -> None:
 
 
 def _add_evaluate(subparsers: Subparsers) -> None:
-    p = subparsers.add_parser("evaluate", help="BLEU and chrF on a split or on given files")
+    p = subparsers.add_parser("evaluate", help="BLEU and chrF on a split or on given files "
+                                               "(CER, WER and exact match for image runs)")
     p.add_argument("run_dir", nargs="+", help="run directory; several = an ensemble")
     p.add_argument("--split", choices=["dev", "test"], default=None)
     p.add_argument("--src")
@@ -124,8 +125,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from heedful.analysis.reports import evaluate_report, format_evaluate, read_gold
     from heedful.decoding.translator import resolve_run_dir
 
-    edges = parse_buckets(args.buckets) if args.by_length else None
     translator = load_translator(args.run_dir, args.quantize, args.device, args.precision)
+    if translator.config.data.source != "text":
+        return _evaluate_transcriber(args, translator)
+    edges = parse_buckets(args.buckets) if args.by_length else None
     src, ref = eval_files(args, translator)
     alignment = None
     if args.align:  # read the gold first: a bad file fails before minutes of decoding
@@ -139,6 +142,33 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         plot_label="+".join(Path(r).name for r in args.run_dir), alignment=alignment,
         hyp_output=args.hyp_output, progress=not args.json)
     print(json.dumps(report) if args.json else format_evaluate(report))
+    return 0
+
+
+def _evaluate_transcriber(args: argparse.Namespace, transcriber: Any) -> int:
+    """``evaluate`` of an image run: CER, WER and exact match of a split's manifest (or of
+    the manifest ``--src``), by target length with ``--by-length``."""
+    from heedful.analysis.transcription import format_transcription, transcription_report
+    from heedful.manifest import manifest_path, read_manifest
+
+    text_only = [flag for flag, on in (("--ref", args.ref), ("--rouge", args.rouge),
+                                       ("--distinct", args.distinct),
+                                       ("--perplexity", args.perplexity),
+                                       ("--align", args.align), ("--plot", args.plot)) if on]
+    if text_only:
+        raise ConfigError(f"{', '.join(text_only)}: for runs that translate text; this run "
+                          "reads images (--src takes a manifest, whose lines hold the "
+                          "references)")
+    config = transcriber.config
+    path = Path(args.src) if args.src else manifest_path(config.data.dir,
+                                                         args.split or "test")
+    entries = read_manifest(path)
+    report = transcription_report(transcriber, [str(e.path) for e in entries],
+                                  [e.target for e in entries], decode_overrides(args),
+                                  by_length=args.by_length, hyp_output=args.hyp_output,
+                                  progress=not args.json)
+    report["manifest"] = str(path)
+    print(json.dumps(report) if args.json else format_transcription(report))
     return 0
 
 

@@ -34,10 +34,15 @@ def register(subparsers: Subparsers) -> None:
 def cmd_prepare(args: argparse.Namespace) -> int:
     """Build the run directory's store unless it is current; print what it holds."""
     from heedful.decoding.translator import resolve_run_dir
+    from heedful.errors import ConfigError
     from heedful.store import open_store
     from heedful.training.prepare import ensure_store
 
     config = config_from_args(args)
+    if config.data.source != "text":
+        raise ConfigError(f"heedful prepare builds the store of a text corpus; a "
+                          f"data.source: {config.data.source} corpus is read into memory when "
+                          "training starts (nothing to prepare)")
     run_dir = Path(args.run_dir or f"runs/{config.name}")
     init_dir = resolve_run_dir(args.init_from) if args.init_from else None
     start = time.monotonic()

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from torch import Tensor
 
 from heedful.checkpoint import CheckpointError, find_checkpoint, load_model_weights
-from heedful.config import Config, ConfigError, load_config
+from heedful.config import Config, ConfigError, image_height_of, load_config
 from heedful.data import pad
 from heedful.decoding.constrained import constrained_beam_search
 from heedful.decoding.options import DecodeOptions
@@ -114,9 +114,10 @@ class Translator:
         config = load_config(run_dir / "config.yaml")
         ckpt = find_checkpoint(run_dir, which)
         tokenizer = Tokenizer.load(run_dir)
-        model = build_model(config.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
+        model = build_model(config.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size,
+                        image_height=image_height_of(config))
         load_model_weights(model, ckpt)  # read into the CPU model: a GPU-saved run loads anywhere
-        return cls(model.to(target), tokenizer, config, precision=precision)
+        return translator_for(model.to(target), tokenizer, config, precision=precision)
 
     @classmethod
     def from_checkpoints(cls, paths: Sequence[str | Path], which: str = "best",
@@ -275,6 +276,12 @@ class Translator:
                       constraints: list[list[list[int]]] | None = None
                       ) -> list[list[Hypothesis]]:
         src_t, src_mask = pad(src, PAD_ID)
+        return self._search(src_t, src_mask, opts, return_attention, generator, constraints)
+
+    def _search(self, src_t: Tensor, src_mask: Tensor, opts: DecodeOptions,
+                return_attention: bool, generator: torch.Generator | None = None,
+                constraints: list[list[list[int]]] | None = None) -> list[list[Hypothesis]]:
+        """Decode a padded source batch (on the host) as ``opts`` says."""
         caps = max_lengths(src_mask, opts.max_len_a, opts.max_len_b)
         caps = caps.clamp(max=self.max_positions or MAX_OUTPUT_PIECES)  # read on the host
         device = self.device
@@ -374,6 +381,17 @@ class Translator:
 
     def translate_lines(self, lines: Iterable[str], **kwargs: object) -> list[str]:
         return [t.text for t in self.translate(list(lines), **kwargs)]  # type: ignore[arg-type]
+
+
+def translator_for(model: Seq2SeqModel, tokenizer: Tokenizer, config: Config,
+                   precision: str = "fp32") -> Translator:
+    """The decoder of the run's inputs: a :class:`Translator` for source text, a
+    :class:`~heedful.decoding.transcriber.Transcriber` for images."""
+    if config.data.source == "text":
+        return Translator(model, tokenizer, config, precision=precision)
+    from heedful.decoding.transcriber import Transcriber
+
+    return Transcriber(model, tokenizer, config, precision=precision)
 
 
 def _report_cuts(encoded: list[list[int]], limit: int, numbers: list[int],

@@ -96,12 +96,22 @@ def model_config(**fields: Any) -> ModelConfig:
 
 
 def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int,
-                src_to_tgt: Sequence[int] | None = None) -> Seq2SeqModel:
+                src_to_tgt: Sequence[int] | None = None,
+                image_height: int | None = None) -> Seq2SeqModel:
     """Look the architecture's builder up, build the model and initialise its weights.
 
     ``src_to_tgt``: the tokenizer's source-to-target id map (``Tokenizer.src_to_tgt()``), used
-    by the copy mechanism; a loaded checkpoint restores it with the weights."""
+    by the copy mechanism; a loaded checkpoint restores it with the weights.
+    ``image_height``: the model reads images of that height (``data.source: image``, see
+    :func:`heedful.config.image_height_of`): the architecture's model behind an image
+    encoder (:class:`heedful.vision.model.ImageToText`)."""
     model = ARCHITECTURES[cfg.arch].build(cfg, src_vocab_size, tgt_vocab_size, src_to_tgt)
+    if image_height is not None:
+        from heedful.vision.encoder import ImageEncoder
+        from heedful.vision.model import ImageToText
+
+        frontend = ImageEncoder(image_height, cfg.embed_dim, cfg.image_channels, cfg.dropout)
+        model = ImageToText(frontend, model)
     _init_weights(model)
     return model
 

@@ -11,7 +11,14 @@ option comes from the registry entries in :mod:`heedful.nn.attention`.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
 
 from heedful.nn.attention import all_variant_options, attention_kinds, variant_options
 
@@ -59,6 +66,9 @@ class ModelConfig(BaseModel):
     """One embedding matrix for source and target (needs a joint tokenizer)."""
     dropout: float = Field(0.2, ge=0, lt=1)
     """Dropout on embeddings and between layers."""
+    image_channels: tuple[PositiveInt, PositiveInt, PositiveInt, PositiveInt] = (32, 64, 128, 256)
+    """data.source: image: the channels of the image encoder's four convolution stages
+    (:mod:`heedful.vision.encoder`)."""
 
     @field_validator("attention")
     @classmethod

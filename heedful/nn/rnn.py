@@ -331,13 +331,24 @@ class RNNSeq2Seq(Seq2SeqModel):
                                state.num_extra)
         return logits, attention, state
 
+    def encode_embedded(self, vectors: Tensor, src_mask: Tensor) -> RNNEncoderOutput:
+        """The (bi)RNN over a front end's source vectors (B, S, E) — for an image, its
+        memory slots in column-major order (a prefix mask, as packing needs)."""
+        memory, final_h, final_c = self.encoder(vectors, src_mask)
+        return RNNEncoderOutput(memory, src_mask, final_h, final_c)
+
     def output_features(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor
                         ) -> tuple[Tensor, nn.Linear] | None:
         """The teacher-forced decoder outputs (B, T, D) and the output layer; None with the
         copy mechanism (its output mixes the layer with copy attention)."""
         if self.copy is not None:
             return None
-        state = self.init_state(self.encode(src, src_mask))
+        return self.decoder_features(tgt_in, self.init_state(self.encode(src, src_mask)))
+
+    def decoder_features(self, tgt_in: Tensor, state: RNNDecoderState
+                         ) -> tuple[Tensor, nn.Linear] | None:
+        if self.copy is not None:
+            return None
         out, _, _ = self.decoder(self.tgt_embed(tgt_in), state, False)
         return out, self.output
 

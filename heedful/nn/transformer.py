@@ -344,7 +344,9 @@ class TransformerSeq2Seq(Seq2SeqModel):
 
     # ---------------------------------------------------------------- protocol
     def encode(self, src: Tensor, src_mask: Tensor) -> TransformerEncoderOutput:
-        x = self._embed(self.src_embed, src, 0)
+        return self._encode_layers(self._embed(self.src_embed, src, 0), src_mask)
+
+    def _encode_layers(self, x: Tensor, src_mask: Tensor) -> TransformerEncoderOutput:
         for layer in self.encoder:
             x = layer(x, src_mask)
         return TransformerEncoderOutput(self.encoder_norm(x), src_mask)
@@ -367,10 +369,15 @@ class TransformerSeq2Seq(Seq2SeqModel):
         x, attention, new_state = self._decode_features(tgt_in, state, need_weights)
         return self.output(x), attention, new_state
 
-    def output_features(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor
-                        ) -> tuple[Tensor, nn.Linear]:
+    def encode_embedded(self, vectors: Tensor, src_mask: Tensor) -> TransformerEncoderOutput:
+        """The encoder layers over a front end's source vectors (B, S, D), which carry
+        their own positions (an image's 2-D ones)."""
+        return self._encode_layers(self.drop(vectors), src_mask)
+
+    def decoder_features(self, tgt_in: Tensor, state: TransformerState
+                         ) -> tuple[Tensor, nn.Linear]:
         """The teacher-forced pass up to the output layer: features (B, T, D) and the layer."""
-        x, _, _ = self._decode_features(tgt_in, self.init_state(self.encode(src, src_mask)))
+        x, _, _ = self._decode_features(tgt_in, state)
         return x, self.output
 
     def _decode_features(self, tgt_in: Tensor, state: TransformerState, need_weights: bool

@@ -80,7 +80,14 @@ def prepare_data(cfg: Config, run_dir: Path, tokenizer_from: Path | None = None,
                  workers: int = 1, check: bool = True) -> PreparedData:
     """The run directory's tokenizer, store and dev corpus, the store built first if it is
     missing or stale (:func:`ensure_store`). ``check=False`` opens the store as it is,
-    without the staleness check or checksums (a DDP rank > 0, after rank 0 checked)."""
+    without the staleness check or checksums (a DDP rank > 0, after rank 0 checked).
+    Image sources are read into memory instead (:func:`heedful.vision.data.prepare_image_data`)."""
+    if cfg.data.source == "image":
+        from heedful.vision.data import prepare_image_data
+
+        # rank > 0 (check=False) loads the tokenizer rank 0 has just trained or kept
+        return prepare_image_data(cfg, run_dir, tokenizer_from,
+                                  keep_tokenizer=not check)
     reason = ensure_store(cfg, run_dir, tokenizer_from, workers) if check else None
     # a store built just now was hashed as it was written: no need to read it back
     store = open_store(run_dir, verify=check and reason is None)

@@ -161,7 +161,9 @@ class Reporter:
 
     def validated(self, step: int, scores: DevScores, is_best: bool) -> None:
         msg = (f"step {step}: dev loss {scores.loss:.3f} ppl {scores.ppl} "
-               f"BLEU {scores.bleu:.2f} chrF {scores.chrf:.2f}" + (" (best)" if is_best else ""))
+               f"BLEU {scores.bleu:.2f} chrF {scores.chrf:.2f}"
+               + ("" if scores.cer is None else f" CER {100 * scores.cer:.2f}%")
+               + (" (best)" if is_best else ""))
         log.info(msg)
         if self._bar is not None:
             self._bar.write(msg)

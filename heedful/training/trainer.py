@@ -41,9 +41,9 @@ from heedful.checkpoint import (
     newest_intact,
     save_checkpoint,
 )
-from heedful.config import Config, TrainConfig, load_config, save_config
+from heedful.config import Config, TrainConfig, image_height_of, load_config, save_config
 from heedful.data import Batch
-from heedful.decoding.translator import Translator, resolve_run_dir
+from heedful.decoding.translator import resolve_run_dir, translator_for
 from heedful.errors import TrainError
 from heedful.nn.architectures import build_model, count_parameters
 from heedful.nn.seq2seq import Seq2SeqModel
@@ -135,7 +135,8 @@ class Trainer:
         reporter.data_ready(len(data.store), data.filtered)
         tok = data.tokenizer
         model = build_model(cfg.model, tok.src_vocab_size, tok.tgt_vocab_size,
-                            tok.src_to_tgt() if cfg.model.copy_attention else None)
+                            tok.src_to_tgt() if cfg.model.copy_attention else None,
+                            image_height=image_height_of(cfg))
         if init_dir is not None:
             load_model_weights(model, find_checkpoint(init_dir))
             reporter.initialised_from(init_dir)
@@ -301,8 +302,10 @@ class Trainer:
         scores = score_dev(self.model, self.data.tokenizer, self.data.dev, self.cfg)
         record.update({"dev_loss": round(scores.loss, 4), "dev_ppl": scores.ppl,
                        "dev_bleu": scores.bleu, "dev_chrf": scores.chrf})
+        if scores.cer is not None:
+            record["dev_cer"] = scores.cer
         value = scores.value(tc.early_stopping_metric)
-        higher_better = tc.early_stopping_metric != "loss"
+        higher_better = tc.early_stopping_metric not in ("loss", "cer")
         best = state.best_score
         is_best = best is None or (value > best if higher_better else value < best)
         if is_best:
@@ -322,7 +325,7 @@ class Trainer:
         """Translate the first dev source (greedy) and give its attention to the reporter,
         so one can watch it form from one validation to the next."""
         assert self.data.dev is not None
-        translator = Translator(self.model, self.data.tokenizer, self.cfg)
+        translator = translator_for(self.model, self.data.tokenizer, self.cfg)
         example = translator.translate(self.data.dev.src[:1], return_attention=True,
                                        beam_size=1, n_best=1)[0]
         self.model.train()

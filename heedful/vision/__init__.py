@@ -1,0 +1,1 @@
+"""Images as sources: reading, encoding and building image corpora."""

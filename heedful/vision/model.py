@@ -1,0 +1,49 @@
+"""An image-reading model: the image encoder in front of an architecture's own encoder and
+decoder.
+
+:class:`ImageToText` is a :class:`~heedful.nn.seq2seq.Seq2SeqModel` like any other — the
+same decoding protocol, so greedy, beam and sampling search, attention extraction, the
+trainer and the checkpoints work unchanged. Its ``encode`` runs the CNN
+(:class:`~heedful.vision.encoder.ImageEncoder`), whose memory slots take the place of the
+token embeddings in the wrapped model's ``encode_embedded``: for ``arch: rnn`` the
+bidirectional LSTM then reads the slots in column-major order (a row encoder over the grid,
+as im2markup's), for ``arch: transformer`` the self-attention layers do. Decoding is the
+wrapped model's, so attention over the S slots comes back as (B, T, L, H, S), and
+:meth:`ImageEncoder.slot_boxes` places each slot on the picture.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from heedful.nn.seq2seq import Seq2SeqModel
+from heedful.vision.encoder import ImageEncoder
+
+
+class ImageToText(Seq2SeqModel):
+    """``frontend`` (images -> slot vectors) + ``text`` (the architecture's model, whose
+    token embedding of the source is removed: it would never be trained)."""
+
+    def __init__(self, frontend: ImageEncoder, text: Seq2SeqModel) -> None:
+        super().__init__()
+        if hasattr(text, "src_embed"):
+            del text.src_embed  # an unused parameter would also stall DDP's gradient sync
+        self.frontend, self.text = frontend, text
+
+    def encode(self, src: Tensor, src_mask: Tensor) -> Any:
+        """src (B, 1, H, W) uint8 images, src_mask (B, W) their columns -> the wrapped
+        model's encoder output over the (B, S) memory slots."""
+        vectors, slot_mask = self.frontend(src, src_mask)
+        return self.text.encode_embedded(vectors, slot_mask)
+
+    def init_state(self, encoder_output: Any) -> Any:
+        return self.text.init_state(encoder_output)
+
+    def decode(self, tgt_in: Tensor, state: Any, need_weights: bool = False
+               ) -> tuple[Tensor, Tensor | None, Any]:
+        return self.text.decode(tgt_in, state, need_weights)
+
+    def decoder_features(self, tgt_in: Tensor, state: Any) -> tuple[Tensor, nn.Linear] | None:
+        return self.text.decoder_features(tgt_in, state)
