@@ -14,6 +14,7 @@ from heedful.analysis.plots import plot_attention
 from heedful.checkpoint import export_run
 from heedful.config import Config, ConfigError, load_config
 from heedful.data import DataError, read_jsonl, read_parallel, read_tsv
+from heedful.decoding.transcriber import Transcriber, Transcription
 from heedful.decoding.translator import Translation, Translator
 from heedful.errors import UserError
 from heedful.nn.architectures import ARCHITECTURES, build_model
@@ -41,6 +42,8 @@ __all__ = [
     "RNNSeq2Seq",
     "Seq2Seq",
     "Seq2SeqModel",
+    "Transcriber",
+    "Transcription",
     "TransformerConfig",
     "TransformerSeq2Seq",
     "Translation",

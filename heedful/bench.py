@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from heedful.config import Config
+from heedful.errors import ConfigError
 from heedful.presets import BENCH_CONFIGS, bench_config
 
 if TYPE_CHECKING:
@@ -207,6 +208,7 @@ def _training_setup(config: Config, compile_model: bool, precision: str,
     from heedful.batching import BatchStream
     from heedful.nn.architectures import build_model
     from heedful.nn.seq2seq import Seq2SeqModel
+    from heedful.store import TokenStore
     from heedful.tokenizer import BOS_ID, EOS_ID, PAD_ID
     from heedful.training.distributed import DistContext
     from heedful.training.prepare import prepare_data
@@ -215,6 +217,8 @@ def _training_setup(config: Config, compile_model: bool, precision: str,
     torch.manual_seed(config.train.seed)
     with tempfile.TemporaryDirectory() as tmp:
         data = prepare_data(config, Path(tmp))
+        if not isinstance(data.store, TokenStore):
+            raise ConfigError("the training benchmark reads text corpora (data.source: text)")
         # in memory: the store's files go with the temporary directory
         src, tgt = data.store.src.in_memory(), data.store.tgt.in_memory()
         order, sizes = np.array(data.store.order), np.array(data.store.sizes)

@@ -118,6 +118,8 @@ def _run_trainer(sample: list[str], cfg: TokenizerConfig, buffer: io.BytesIO) ->
         eos_id=EOS_ID,
         hard_vocab_limit=False,
         user_defined_symbols=list(cfg.user_symbols),
+        # char targets (transcriptions) start with their first character, not a "▁"
+        add_dummy_prefix=cfg.type != "char",
         num_threads=2,
         minloglevel=2,
     )

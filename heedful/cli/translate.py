@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from heedful.cli.options import add_decode_options, add_device_options, decode_overrides
@@ -44,9 +45,10 @@ def register(subparsers: Subparsers) -> None:
     add_device_options(p, precision=False)
     p.set_defaults(func=cmd_score)
 
-    p = subparsers.add_parser("attention", help="plot the attention of one translation")
+    p = subparsers.add_parser("attention", help="plot the attention of one translation (or "
+                                                "transcription: the image with overlays)")
     p.add_argument("run_dir")
-    p.add_argument("sentence")
+    p.add_argument("sentence", help="the source sentence (an image file for image runs)")
     p.add_argument("-o", "--output", default="attention.png")
     p.add_argument("--head", type=int, default=None, help="one head (default: mean of heads)")
     p.add_argument("--layer", type=int, default=-1, help="decoder layer (default: the last)")
@@ -158,6 +160,8 @@ def cmd_attention(args: argparse.Namespace) -> int:
     translator = load_translator(args.run_dir, args.quantize, args.device, args.precision)
     result = translator.translate([args.sentence], return_attention=True,
                                   **decode_overrides(args))[0]
+    if translator.config.data.source != "text" and result.attention is not None:
+        return _image_attention(args, result)
     if result.attention is None:
         raise CheckpointError(f"{args.run_dir}: this model has no attention to plot "
                               "(attention: none)")
@@ -180,6 +184,37 @@ def cmd_attention(args: argparse.Namespace) -> int:
     if args.html:
         page = attention_html(attention.numpy(), result.src_pieces, result.tgt_pieces, args.html,
                               title=f"{args.sentence} → {result.text}")
+        print(f"interactive page written to {page}")
+    return 0
+
+
+def _image_attention(args: argparse.Namespace, result: Any) -> int:
+    """``attention`` of an image run: the image with each output character's attention drawn
+    over it (one panel per character), and with --html a page where hovering a character
+    lights its regions."""
+    import numpy as np
+    from PIL import Image
+
+    from heedful.analysis.image_attention import image_attention_html, plot_image_attention
+
+    attention = result.attention.float()  # (T_out, L, H, S)
+    _, layers, heads, _ = attention.shape
+    if not -layers <= args.layer < layers:
+        raise ConfigError(f"--layer {args.layer}: the model has {layers} layer(s)")
+    if args.head is not None and not -heads <= args.head < heads:
+        raise ConfigError(f"--head {args.head}: the model has {heads} head(s)")
+    attn = attention[:, args.layer]
+    weights = (attn.mean(1) if args.head is None else attn[:, args.head]).numpy()
+    with Image.open(args.sentence) as img:
+        picture = np.asarray(img.convert("L"))
+    print(result.text)
+    path = plot_image_attention(picture, weights, result.boxes, result.tgt_pieces, args.output,
+                                title=result.text)
+    print(f"attention overlays written to {path}")
+    if args.html:
+        page = image_attention_html(picture, weights, result.boxes, result.tgt_pieces,
+                                    args.html, title=f"{Path(args.sentence).name} → "
+                                                     f"{result.text}")
         print(f"interactive page written to {page}")
     return 0
 

@@ -13,14 +13,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from heedful.config import Config
 from heedful.decoding.options import DecodeOptions
 from heedful.decoding.search import Hypothesis
-from heedful.decoding.translator import Translation, Translator
+from heedful.decoding.translator import SOURCE_DECODERS, Translation, Translator
 from heedful.errors import ConfigError
 from heedful.nn.seq2seq import Seq2SeqModel
 from heedful.tokenizer import Tokenizer
@@ -52,22 +51,27 @@ class Transcriber(Translator):
 
     def transcribe(self, inputs: Sequence[ImageInput], return_attention: bool = False,
                    progress: bool = False, **decode_overrides: object) -> list[Transcription]:
-        """One :class:`Transcription` per image, in order."""
-        options: dict[str, Any] = dict(decode_overrides)
-        results = self.translate(inputs, return_attention=return_attention,  # type: ignore[arg-type]
-                                 progress=progress, **options)
-        return results  # type: ignore[return-value]
+        """One :class:`Transcription` per image (an empty path gives an empty one), in
+        order; ``decode_overrides`` as for :meth:`Translator.translate`."""
+        opts = self.decode_options(**decode_overrides)
+        return self._transcribe(list(inputs), opts, return_attention, progress)
 
     def _translate(self, lines: list[str], numbers: list[int], opts: DecodeOptions,
                    return_attention: bool, progress: bool,
                    constraints: Sequence[Sequence[str]] | None) -> list[Translation]:
-        """``lines``: image paths (an empty one gives an empty result) or arrays."""
+        """:meth:`Translator.translate` of image paths (what dev validation and the
+        command line pass)."""
         if constraints is not None and any(constraints):
             raise ConfigError("constraints are target phrases of a translation; a "
                               "transcription takes none")
+        results: list[Translation] = []
+        results.extend(self._transcribe(list(lines), opts, return_attention, progress))
+        return results
+
+    def _transcribe(self, inputs: list[ImageInput], opts: DecodeOptions,
+                    return_attention: bool, progress: bool) -> list[Transcription]:
         if opts.split_sentences:
             raise ConfigError("split_sentences splits source text; the source is images")
-        inputs: list[ImageInput] = list(lines)
         wanted = [i for i, item in enumerate(inputs)
                   if isinstance(item, np.ndarray) or str(item).strip()]
         images = {i: self.reader.read(inputs[i] if isinstance(inputs[i], np.ndarray)
@@ -84,7 +88,7 @@ class Transcriber(Translator):
             from tqdm import tqdm
 
             bar = tqdm(total=len(order), unit="img", desc="transcribe", leave=False)
-        results: list[Translation] = [Transcription("", 0.0) for _ in inputs]
+        results = [Transcription("", 0.0) for _ in inputs]
         for start in range(0, len(order), opts.batch_size):
             batch = order[start : start + opts.batch_size]
             src, mask = self.reader.collate([images[i] for i in batch])
@@ -123,3 +127,6 @@ def _input_size(item: ImageInput) -> tuple[int, int]:
 
     with Image.open(str(item).strip()) as img:
         return img.size
+
+
+SOURCE_DECODERS["image"] = Transcriber

@@ -383,15 +383,17 @@ class Translator:
         return [t.text for t in self.translate(list(lines), **kwargs)]  # type: ignore[arg-type]
 
 
+SOURCE_DECODERS: dict[str, type[Translator]] = {}
+"""The decoder class of each non-text ``data.source``, registered by its module
+(:mod:`heedful.decoding.transcriber` registers ``image``; importing ``heedful`` imports it)."""
+
+
 def translator_for(model: Seq2SeqModel, tokenizer: Tokenizer, config: Config,
                    precision: str = "fp32") -> Translator:
-    """The decoder of the run's inputs: a :class:`Translator` for source text, a
-    :class:`~heedful.decoding.transcriber.Transcriber` for images."""
-    if config.data.source == "text":
-        return Translator(model, tokenizer, config, precision=precision)
-    from heedful.decoding.transcriber import Transcriber
-
-    return Transcriber(model, tokenizer, config, precision=precision)
+    """The decoder of the run's inputs: a :class:`Translator` for source text, the
+    registered class (:data:`SOURCE_DECODERS`) for other sources."""
+    cls = Translator if config.data.source == "text" else SOURCE_DECODERS[config.data.source]
+    return cls(model, tokenizer, config, precision=precision)
 
 
 def _report_cuts(encoded: list[list[int]], limit: int, numbers: list[int],

@@ -66,7 +66,7 @@ class ModelConfig(BaseModel):
     """One embedding matrix for source and target (needs a joint tokenizer)."""
     dropout: float = Field(0.2, ge=0, lt=1)
     """Dropout on embeddings and between layers."""
-    image_channels: tuple[PositiveInt, PositiveInt, PositiveInt, PositiveInt] = (32, 64, 128, 256)
+    image_channels: tuple[PositiveInt, PositiveInt, PositiveInt, PositiveInt] = (16, 32, 64, 128)
     """data.source: image: the channels of the image encoder's four convolution stages
     (:mod:`heedful.vision.encoder`)."""
 

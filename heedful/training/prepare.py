@@ -51,6 +51,7 @@ from heedful.training.encoding import (
     pick_chunk,
     run_ordered,
 )
+from heedful.vision.data import ImageStore
 
 log = logging.getLogger("heedful.train")
 
@@ -66,8 +67,9 @@ class PreparedData:
     """What :func:`prepare_data` returns."""
 
     tokenizer: Tokenizer
-    store: TokenStore
-    """The encoded, length-filtered training pairs, memory-mapped."""
+    store: TokenStore | ImageStore
+    """The encoded, length-filtered training pairs, memory-mapped (an image corpus: the
+    images and target ids in memory)."""
     dev: Corpus | None
     """The dev corpus as text (None when the config names no dev split)."""
     filtered: int
@@ -86,8 +88,10 @@ def prepare_data(cfg: Config, run_dir: Path, tokenizer_from: Path | None = None,
         from heedful.vision.data import prepare_image_data
 
         # rank > 0 (check=False) loads the tokenizer rank 0 has just trained or kept
-        return prepare_image_data(cfg, run_dir, tokenizer_from,
-                                  keep_tokenizer=not check)
+        tok, images, dev, dropped = prepare_image_data(cfg, run_dir, tokenizer_from,
+                                                       keep_tokenizer=not check)
+        return PreparedData(tok, images, dev, dropped,
+                            built_because="image corpora are read into memory for each run")
     reason = ensure_store(cfg, run_dir, tokenizer_from, workers) if check else None
     # a store built just now was hashed as it was written: no need to read it back
     store = open_store(run_dir, verify=check and reason is None)

@@ -136,13 +136,13 @@ def _tokenizer(cfg: Config, run_dir: Path, targets: list[str],
 
 
 def prepare_image_data(cfg: Config, run_dir: Path, tokenizer_from: Path | None = None,
-                       keep_tokenizer: bool = False) -> Any:
-    """The tokenizer, the training images and targets in memory, and the dev corpus
-    (a :class:`~heedful.training.prepare.PreparedData`). ``keep_tokenizer``: load the run
+                       keep_tokenizer: bool = False
+                       ) -> tuple[Tokenizer, ImageStore, Corpus | None, int]:
+    """The tokenizer, the training images and targets in memory (an :class:`ImageStore`),
+    the dev corpus and the number of pairs dropped (what
+    :func:`heedful.training.prepare.prepare_data` wraps). ``keep_tokenizer``: load the run
     directory's as it is (a DDP rank after rank 0 prepared). Errors name the manifest and
     line."""
-    from heedful.training.prepare import PreparedData
-
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     entries = read_split(cfg, "train")
@@ -167,6 +167,4 @@ def prepare_image_data(cfg: Config, run_dir: Path, tokenizer_from: Path | None =
     counts = {"read": len(entries), "kept": len(keep), "dropped": dropped, "skipped": 0}
     log.info("read %d training images (%d dropped by the length filters) in %.1f s",
              len(entries), dropped, time.monotonic() - start)
-    store = ImageStore(src, tgt, {"counts": counts})
-    return PreparedData(tok, store, load_dev(cfg), dropped,  # type: ignore[arg-type]
-                        built_because="image corpora are read into memory for each run")
+    return tok, ImageStore(src, tgt, {"counts": counts}), load_dev(cfg), dropped
