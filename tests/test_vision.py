@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -236,3 +237,95 @@ def test_the_python_api_reads_arrays_with_attention_over_slots(
     assert result.attention.shape[-1] == len(result.boxes) == len(result.src_pieces)
     assert result.size == (page.shape[1], page.shape[0])
     assert result.boxes[:, 2].max() <= page.shape[1]
+
+
+# ---------------------------------------------------------------------- serving
+
+
+def _b64(path: Path) -> str:
+    import base64
+
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def test_http_transcribe_and_its_errors(glyph_run: tuple[Path, Path]) -> None:
+    from fastapi.testclient import TestClient
+
+    from heedful import Translator
+    from heedful.serving.server import ServeSettings, create_app
+
+    run, data = glyph_run
+    entries = read_manifest(data / "test.tsv")[:2]
+    app = create_app({"glyphs": Translator.from_checkpoint(run)},
+                     ServeSettings(max_image_bytes=20_000))
+    with TestClient(app) as client:
+        assert client.get("/models").json()[0]["source"] == "image"
+        r = client.post("/transcribe", json={"images": [_b64(e.path) for e in entries],
+                                             "return_attention": True, "beam_size": 2})
+        assert r.status_code == 200, r.text
+        out = r.json()["transcriptions"]
+        assert [t["text"] for t in out] == [e.target for e in entries]
+        attention = out[0]["attention"]
+        assert len(attention["weights"][0][0][0]) == len(attention["boxes"])
+        assert out[0]["size"] == list(Image.open(entries[0].path).size)
+        assert "/transcribe" in client.get("/openapi.json").json()["paths"]
+        for body, status, message in [
+            ({"images": ["%%%"]}, 422, "images.0: not valid base64"),
+            ({"images": ["aGVsbG8="]}, 422, "images.0: not an image"),
+            ({"images": ["A" * 40_000]}, 413, "images.0: about 30,000 bytes"),
+            ({"images": []}, 422, "images"),
+            ({"texts": ["x"]}, 422, "texts"),
+        ]:
+            r = client.post("/transcribe", json=body)
+            assert r.status_code == status and message in r.json()["detail"], r.text
+        r = client.post("/translate", json={"texts": ["/etc/passwd"]})
+        assert r.status_code == 422 and "POST /transcribe" in r.json()["detail"]
+
+
+CHROMIUM = shutil.which("chromium")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium here (apt-get install -y chromium)")
+def test_browser_transcribes_an_image_and_lights_its_regions(glyph_run: tuple[Path, Path]
+                                                            ) -> None:
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from heedful import Translator
+    from heedful.serving.server import create_app
+
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
+    run, data = glyph_run
+    entry = read_manifest(data / "test.tsv")[0]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    srv = uvicorn.Server(uvicorn.Config(create_app({"glyphs": Translator.from_checkpoint(run)}),
+                                        host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    try:
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                        args=["--no-sandbox"])
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_function("document.getElementById('go').textContent === "
+                                   "'Transcribe'")
+            page.set_input_files("#file", str(entry.path))
+            page.wait_for_function("document.getElementById('translation').textContent"
+                                   ".length > 0")
+            assert page.text_content("#translation") == entry.target
+            page.hover("#chars span >> nth=0")
+            assert int(page.get_attribute("#picture", "data-lit") or 0) >= 1
+            browser.close()
+    finally:
+        srv.should_exit = True
+        thread.join(10)

@@ -1,9 +1,10 @@
 """``heedful serve``: trained models behind an HTTP API (FastAPI + uvicorn), with a web page
 that shows attention as you translate.
 
-Endpoints: ``POST /translate``, ``GET /health``, ``GET /models``, ``GET /`` (the page),
-``GET /docs`` and ``GET /openapi.json`` (FastAPI's; the docs page's assets are vendored, so
-it works without a network).
+Endpoints: ``POST /translate``, ``POST /transcribe`` (models trained on images: base64
+image files in, text and attention over image regions out), ``GET /health``, ``GET /models``,
+``GET /`` (the page), ``GET /docs`` and ``GET /openapi.json`` (FastAPI's; the docs page's
+assets are vendored, so it works without a network).
 
 Concurrency: each model has one worker thread (the model never runs on the event loop, and
 never twice at once). With micro-batching on, requests that arrive within ``batch_wait_ms``
@@ -41,6 +42,8 @@ class ServeSettings:
     """Texts per request (more -> 413)."""
     max_chars: int = 2000
     """Characters per text (more -> 413)."""
+    max_image_bytes: int = 4_000_000
+    """Bytes per image of ``POST /transcribe``, decoded (more -> 413)."""
     timeout_s: float = 60.0
     """A request still waiting for its translations after this long gets a 504."""
     micro_batching: bool = True
@@ -105,6 +108,54 @@ class TranslateResponse(BaseModel):
     seconds: float
 
 
+class _TranscribeFields(BaseModel):
+    """The body of ``POST /transcribe`` besides the decoding options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    images: list[str] = Field(..., min_length=1,
+                              description="image files (PNG, JPEG, ...), base64-encoded")
+    model: str | None = Field(None, description="model name; may be omitted with one model")
+    return_attention: bool = False
+
+
+if TYPE_CHECKING:
+    TranscribeRequest = _TranscribeFields
+else:
+    TranscribeRequest = create_model(
+        "TranscribeRequest", __base__=_TranscribeFields, __doc__=(
+            "The body of ``POST /transcribe``: the images, and every decoding option, named "
+            "as in the config and the CLI."),
+        **optional_fields(REQUEST_CAPS))
+
+
+class TextHyp(BaseModel):
+    text: str
+    score: float
+
+
+class ImageAttention(BaseModel):
+    boxes: list[list[int]] = Field(..., description="each memory slot's (x0, y0, x1, y1) in "
+                                                    "the image's pixels")
+    tgt_tokens: list[str]
+    weights: list[list[list[list[float]]]] = Field(
+        ..., description="(output tokens, layers, heads, slots)")
+
+
+class TranscriptionOut(BaseModel):
+    text: str
+    score: float
+    n_best: list[TextHyp]
+    size: list[int] = Field(..., description="the image's (width, height)")
+    attention: ImageAttention | None = None
+
+
+class TranscribeResponse(BaseModel):
+    model: str
+    transcriptions: list[TranscriptionOut]
+    seconds: float
+
+
 class ServeError(Exception):
     """An HTTP error with a status and a message (rendered as JSON)."""
 
@@ -120,7 +171,8 @@ _Options = tuple[tuple[str, Any], ...]
 
 @dataclass
 class _Job:
-    texts: list[str]
+    texts: list[Any]
+    """Source texts, or (a transcribing model) grayscale pages (H, W) uint8."""
     options: _Options
     constraints: list[list[str]] | None
     future: asyncio.Future[list[Translation]] = field(repr=False)
@@ -133,6 +185,7 @@ class ModelWorker:
 
     def __init__(self, name: str, translator: Translator, settings: ServeSettings) -> None:
         self.name, self.translator, self.settings = name, translator, settings
+        self.source = translator.config.data.source
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"heedful-{name}")
         self.queue: asyncio.Queue[_Job] | None = None
         self.task: asyncio.Task[None] | None = None
@@ -160,7 +213,7 @@ class ModelWorker:
             job.error = err
             return [Translation("", 0.0) for _ in job.texts]
 
-    async def translate(self, texts: list[str], options: _Options,
+    async def translate(self, texts: list[Any], options: _Options,
                         constraints: list[list[str]] | None = None) -> list[Translation]:
         loop = asyncio.get_running_loop()
         if not self.settings.micro_batching:
@@ -224,7 +277,8 @@ class ModelWorker:
     def describe(self) -> dict[str, Any]:
         cfg = self.translator.config
         m = cfg.model
-        return {"name": self.name, "arch": m.arch, "attention": m.attention,
+        return {"name": self.name, "source": self.source, "arch": m.arch,
+                "attention": m.attention,
                 "layers": m.attention_layers(),
                 "heads": m.attention_heads if m.attention == "multihead" else 1,
                 "device": str(self.translator.device), "precision": self.translator.precision,
@@ -283,6 +337,9 @@ def create_app(models: dict[str, Translator], settings: ServeSettings | None = N
     @app.post("/translate", response_model=TranslateResponse)
     async def translate(body: TranslateRequest) -> TranslateResponse:
         worker = _pick(workers, body.model)
+        if worker.source != "text":  # never read a path a client names
+            raise ServeError(422, f"model: {worker.name!r} reads {worker.source}s (POST "
+                                  "/transcribe); translate needs a model trained on text")
         _check_limits(body, settings)
         opts = {k: v for k, v in body.model_dump(include=set(DECODE_OPTION_NAMES)).items()
                 if v is not None}
@@ -305,7 +362,71 @@ def create_app(models: dict[str, Translator], settings: ServeSettings | None = N
             model=worker.name, seconds=round(time.perf_counter() - start, 4),
             translations=[_as_output(r, body.return_attention) for r in results])
 
+    @app.post("/transcribe", response_model=TranscribeResponse)
+    async def transcribe(body: TranscribeRequest) -> TranscribeResponse:
+        worker = _pick(workers, body.model)
+        if worker.source == "text":
+            raise ServeError(422, f"model: {worker.name!r} translates text (POST /translate); "
+                                  "transcribe needs a model trained on images")
+        pages = _decoded_images(body.images, settings)
+        opts = {k: v for k, v in body.model_dump(include=set(DECODE_OPTION_NAMES)).items()
+                if v is not None}
+        try:
+            worker.translator.decode_options(**opts)
+        except ConfigError as err:
+            raise ServeError(422, str(err)) from None
+        options: _Options = tuple(sorted({**opts, "return_attention": body.return_attention}
+                                         .items()))
+        start = time.perf_counter()
+        try:
+            results = await asyncio.wait_for(worker.translate(pages, options),
+                                             settings.timeout_s)
+        except TimeoutError:
+            raise ServeError(504, f"the transcription took longer than the request timeout "
+                                  f"({settings.timeout_s:g} s)") from None
+        return TranscribeResponse(
+            model=worker.name, seconds=round(time.perf_counter() - start, 4),
+            transcriptions=[_as_transcription(r, body.return_attention) for r in results])
+
     return app
+
+
+def _decoded_images(images: list[str], settings: ServeSettings) -> list[Any]:
+    """The request's base64 images as grayscale pages (what the transcriber reads); 413 for
+    too many or too large, 422 naming ``images.N`` for one that is not an image."""
+    import base64
+    import binascii
+    import io
+
+    from heedful.vision.images import decode_image
+
+    if len(images) > settings.max_texts:
+        raise ServeError(413, f"images: {len(images)} images in one request; the limit is "
+                              f"{settings.max_texts}")
+    pages = []
+    for i, text in enumerate(images):
+        if len(text) * 3 // 4 > settings.max_image_bytes:
+            raise ServeError(413, f"images.{i}: about {len(text) * 3 // 4:,} bytes; the limit "
+                                  f"is {settings.max_image_bytes:,} per image")
+        try:
+            raw = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise ServeError(422, f"images.{i}: not valid base64") from None
+        try:
+            pages.append(decode_image(io.BytesIO(raw), f"images.{i}")[0])
+        except UserError as err:
+            raise ServeError(422, str(err)) from None
+    return pages
+
+
+def _as_transcription(r: Any, with_attention: bool) -> TranscriptionOut:
+    attention = None
+    if with_attention and r.attention is not None and r.boxes is not None:
+        attention = ImageAttention(boxes=r.boxes.tolist(), tgt_tokens=r.tgt_pieces,
+                                   weights=r.attention.float().round(decimals=4).tolist())
+    return TranscriptionOut(text=r.text, score=round(r.score, 4),
+                            n_best=[TextHyp(text=t, score=round(s, 4)) for t, s in r.n_best],
+                            size=list(r.size), attention=attention)
 
 
 def _add_error_handlers(app: Any) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
@@ -61,15 +62,30 @@ def normalise(gray: np.ndarray, height: int, origin: str = "image") -> np.ndarra
     return out
 
 
-def read_image(path: str | Path, height: int, where: str | None = None) -> np.ndarray:
-    """Read an image file into the model's (height, W) uint8 array (see :func:`normalise`).
+def read_image(path: str | Path | IO[bytes], height: int, where: str | None = None
+               ) -> np.ndarray:
+    """Read an image file (or an open binary stream) into the model's (height, W) uint8
+    array (see :func:`normalise`).
 
-    Raises :class:`DataError` naming the file (and ``where``, e.g. a manifest line) for a
-    missing, unreadable or corrupt file."""
+    Raises :class:`DataError` naming the file (and ``where``, e.g. a manifest line or a
+    request field) for a missing, unreadable or corrupt file."""
+    gray, origin = _decoded(path, where)
+    return normalise(gray, height, origin)
+
+
+def decode_image(path: str | Path | IO[bytes], where: str | None = None
+                 ) -> tuple[np.ndarray, str]:
+    """An image file or stream as a grayscale page (H, W) uint8 (dark ink on light, as
+    given) and its name for messages; errors as :func:`read_image`'s."""
+    return _decoded(path, where)
+
+
+def _decoded(path: str | Path | IO[bytes], where: str | None) -> tuple[np.ndarray, str]:
     from PIL import Image, UnidentifiedImageError
 
     _decompression_guard()
-    origin = f"{where}: {path}" if where else str(path)
+    name = str(path) if isinstance(path, str | Path) else None
+    origin = ": ".join(p for p in (where, name) if p) or "image"
     try:
         with Image.open(path) as img:
             img.load()
@@ -82,7 +98,9 @@ def read_image(path: str | Path, height: int, where: str | None = None) -> np.nd
         raise DataError(f"{origin}: not an image Pillow can read (PNG, JPEG, ...)") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise DataError(f"{origin}: corrupt or unreadable image ({err})") from None
-    return normalise(gray, height, origin)
+    if gray.size == 0:
+        raise DataError(f"{origin}: the image is empty (0 pixels)")
+    return gray, origin
 
 
 def _to_gray(img: object) -> object:
