@@ -1,8 +1,8 @@
 """Reading handwritten digit strings with and without attention, one budget each.
 
     python experiments/image_digits.py [--minutes 15] [--threads 2]
-        # -> docs/image_digits.json, docs/images/digits_by_length.png,
-        #    docs/images/digits_attention.png
+        # -> docs/image_digits.json, docs/digits_by_length.png,
+        #    docs/digits_attention.png
 
 Builds the corpus (``heedful data digits --out data/digits``) if it is missing, trains the
 ``image-digits`` preset as it is (scaled-dot attention) and with ``model.attention=none`` (the
@@ -105,9 +105,9 @@ def main() -> int:
         results[name]["wall_seconds"] = None if seconds is None else round(seconds, 1)
     sample = str(DATA / "images" / "test" / "000000.png")
     heedful("attention", str(RUNS / "attention"), sample, "-o",
-            str(DOCS / "images" / "digits_attention.png"), "--device", "cpu",
+            str(DOCS / "digits_attention.png"), "--device", "cpu",
             threads=args.threads)
-    plot(results, DOCS / "images" / "digits_by_length.png")
+    plot(results, DOCS / "digits_by_length.png")
     record = {"command": f"python experiments/image_digits.py --minutes {args.minutes} "
                          f"--threads {args.threads}",
               "cpu": cpu_name(), "date": time.strftime("%Y-%m-%d"),

@@ -329,3 +329,35 @@ def test_browser_transcribes_an_image_and_lights_its_regions(glyph_run: tuple[Pa
     finally:
         srv.should_exit = True
         thread.join(10)
+
+
+# ---------------------------------------------------------------------- on a GPU
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_an_image_model_trains_and_transcribes_on_cuda(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]
+                                                      ) -> None:
+    from heedful import Translator
+    from heedful.cli import main
+
+    data = write_glyph_corpus(tmp_path / "data", {"train": 120, "dev": 8, "test": 8})
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "image-digits", f"data.dir={data}",
+                 "data.image_height=16", "train.max_steps=20", "train.valid_every=20",
+                 "train.device=cuda", "train.tf32=false", "--run-dir", str(run),
+                 "--no-progress"]) == 0
+    cpu = Translator.from_checkpoint(run, device="cpu")
+    gpu = Translator.from_checkpoint(run, device="cuda")
+    images = [cpu.reader.read(e.path) for e in read_manifest(data / "test.tsv")]
+    src, mask = collate(images)
+    tgt = torch.full((len(images), 3), 2)
+    with torch.inference_mode():
+        expected = cpu.model(src, mask, tgt)
+        got = gpu.model(src.cuda(), mask.cuda(), tgt.cuda()).cpu()
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    capsys.readouterr()
+    paths = [str(e.path) for e in read_manifest(data / "test.tsv")]
+    assert main(["transcribe", str(run), *paths, "--device", "cuda"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == len(paths)

@@ -31,26 +31,19 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from heedful.config import ConfigError
-from heedful.decoding.options import DECODE_OPTION_NAMES, DecodeOptions, optional_fields
+from heedful.decoding.options import DecodeOptions, optional_fields
 from heedful.decoding.translator import Translation, Translator
 from heedful.errors import UserError
+from heedful.serving.common import (
+    REQUEST_CAPS,
+    Options,
+    ServeError,
+    ServeSettings,
+    request_options,
+)
+from heedful.serving.images import TranscribeRequest, TranscribeResponse, transcribe_request
 
 ASSETS = Path(__file__).parent.parent / "assets"
-@dataclass(frozen=True)
-class ServeSettings:
-    max_texts: int = 64
-    """Texts per request (more -> 413)."""
-    max_chars: int = 2000
-    """Characters per text (more -> 413)."""
-    max_image_bytes: int = 4_000_000
-    """Bytes per image of ``POST /transcribe``, decoded (more -> 413)."""
-    timeout_s: float = 60.0
-    """A request still waiting for its translations after this long gets a 504."""
-    micro_batching: bool = True
-    max_batch: int = 32
-    """Most texts the micro-batcher puts into one model call."""
-    batch_wait_ms: float = 5.0
-    """How long the micro-batcher waits for more requests after the first."""
 
 
 class _RequestFields(BaseModel):
@@ -65,10 +58,6 @@ class _RequestFields(BaseModel):
         None, description="per text, target phrases its translation must contain (lexically "
                           "constrained beam search); [] for none")
 
-
-REQUEST_CAPS: dict[str, dict[str, Any]] = {"beam_size": {"le": 64}, "n_best": {"le": 64},
-                                           "batch_size": {"le": 256}}
-"""The server's own resource ceilings on top of the decoding options' constraints."""
 
 if TYPE_CHECKING:
     TranslateRequest = _RequestFields
@@ -108,72 +97,13 @@ class TranslateResponse(BaseModel):
     seconds: float
 
 
-class _TranscribeFields(BaseModel):
-    """The body of ``POST /transcribe`` besides the decoding options."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    images: list[str] = Field(..., min_length=1,
-                              description="image files (PNG, JPEG, ...), base64-encoded")
-    model: str | None = Field(None, description="model name; may be omitted with one model")
-    return_attention: bool = False
-
-
-if TYPE_CHECKING:
-    TranscribeRequest = _TranscribeFields
-else:
-    TranscribeRequest = create_model(
-        "TranscribeRequest", __base__=_TranscribeFields, __doc__=(
-            "The body of ``POST /transcribe``: the images, and every decoding option, named "
-            "as in the config and the CLI."),
-        **optional_fields(REQUEST_CAPS))
-
-
-class TextHyp(BaseModel):
-    text: str
-    score: float
-
-
-class ImageAttention(BaseModel):
-    boxes: list[list[int]] = Field(..., description="each memory slot's (x0, y0, x1, y1) in "
-                                                    "the image's pixels")
-    tgt_tokens: list[str]
-    weights: list[list[list[list[float]]]] = Field(
-        ..., description="(output tokens, layers, heads, slots)")
-
-
-class TranscriptionOut(BaseModel):
-    text: str
-    score: float
-    n_best: list[TextHyp]
-    size: list[int] = Field(..., description="the image's (width, height)")
-    attention: ImageAttention | None = None
-
-
-class TranscribeResponse(BaseModel):
-    model: str
-    transcriptions: list[TranscriptionOut]
-    seconds: float
-
-
-class ServeError(Exception):
-    """An HTTP error with a status and a message (rendered as JSON)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = status, message
-
-
 # ----------------------------------------------------------------------------- batching
-
-_Options = tuple[tuple[str, Any], ...]
-
 
 @dataclass
 class _Job:
     texts: list[Any]
     """Source texts, or (a transcribing model) grayscale pages (H, W) uint8."""
-    options: _Options
+    options: Options
     constraints: list[list[str]] | None
     future: asyncio.Future[list[Translation]] = field(repr=False)
     error: ServeError | None = None
@@ -213,7 +143,7 @@ class ModelWorker:
             job.error = err
             return [Translation("", 0.0) for _ in job.texts]
 
-    async def translate(self, texts: list[Any], options: _Options,
+    async def translate(self, texts: list[Any], options: Options,
                         constraints: list[list[str]] | None = None) -> list[Translation]:
         loop = asyncio.get_running_loop()
         if not self.settings.micro_batching:
@@ -244,7 +174,7 @@ class ModelWorker:
                     break
                 jobs.append(job)
                 count += len(job.texts)
-            groups: dict[_Options, list[_Job]] = defaultdict(list)
+            groups: dict[Options, list[_Job]] = defaultdict(list)
             for job in jobs:
                 if not job.future.done():  # a timed-out request is not translated
                     groups[job.options].append(job)
@@ -341,14 +271,7 @@ def create_app(models: dict[str, Translator], settings: ServeSettings | None = N
             raise ServeError(422, f"model: {worker.name!r} reads {worker.source}s (POST "
                                   "/transcribe); translate needs a model trained on text")
         _check_limits(body, settings)
-        opts = {k: v for k, v in body.model_dump(include=set(DECODE_OPTION_NAMES)).items()
-                if v is not None}
-        try:  # the options' own rules (e.g. n_best <= beam_size) hold here as everywhere
-            worker.translator.decode_options(**opts)
-        except ConfigError as err:
-            raise ServeError(422, str(err)) from None
-        options: _Options = tuple(sorted({**opts, "return_attention": body.return_attention}
-                                         .items()))
+        opts, options = request_options(body, worker.translator)
         start = time.perf_counter()
         _check_constraints(body, opts)
         try:
@@ -364,69 +287,9 @@ def create_app(models: dict[str, Translator], settings: ServeSettings | None = N
 
     @app.post("/transcribe", response_model=TranscribeResponse)
     async def transcribe(body: TranscribeRequest) -> TranscribeResponse:
-        worker = _pick(workers, body.model)
-        if worker.source == "text":
-            raise ServeError(422, f"model: {worker.name!r} translates text (POST /translate); "
-                                  "transcribe needs a model trained on images")
-        pages = _decoded_images(body.images, settings)
-        opts = {k: v for k, v in body.model_dump(include=set(DECODE_OPTION_NAMES)).items()
-                if v is not None}
-        try:
-            worker.translator.decode_options(**opts)
-        except ConfigError as err:
-            raise ServeError(422, str(err)) from None
-        options: _Options = tuple(sorted({**opts, "return_attention": body.return_attention}
-                                         .items()))
-        start = time.perf_counter()
-        try:
-            results = await asyncio.wait_for(worker.translate(pages, options),
-                                             settings.timeout_s)
-        except TimeoutError:
-            raise ServeError(504, f"the transcription took longer than the request timeout "
-                                  f"({settings.timeout_s:g} s)") from None
-        return TranscribeResponse(
-            model=worker.name, seconds=round(time.perf_counter() - start, 4),
-            transcriptions=[_as_transcription(r, body.return_attention) for r in results])
+        return await transcribe_request(_pick(workers, body.model), body, settings)
 
     return app
-
-
-def _decoded_images(images: list[str], settings: ServeSettings) -> list[Any]:
-    """The request's base64 images as grayscale pages (what the transcriber reads); 413 for
-    too many or too large, 422 naming ``images.N`` for one that is not an image."""
-    import base64
-    import binascii
-    import io
-
-    from heedful.vision.images import decode_image
-
-    if len(images) > settings.max_texts:
-        raise ServeError(413, f"images: {len(images)} images in one request; the limit is "
-                              f"{settings.max_texts}")
-    pages = []
-    for i, text in enumerate(images):
-        if len(text) * 3 // 4 > settings.max_image_bytes:
-            raise ServeError(413, f"images.{i}: about {len(text) * 3 // 4:,} bytes; the limit "
-                                  f"is {settings.max_image_bytes:,} per image")
-        try:
-            raw = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):
-            raise ServeError(422, f"images.{i}: not valid base64") from None
-        try:
-            pages.append(decode_image(io.BytesIO(raw), f"images.{i}")[0])
-        except UserError as err:
-            raise ServeError(422, str(err)) from None
-    return pages
-
-
-def _as_transcription(r: Any, with_attention: bool) -> TranscriptionOut:
-    attention = None
-    if with_attention and r.attention is not None and r.boxes is not None:
-        attention = ImageAttention(boxes=r.boxes.tolist(), tgt_tokens=r.tgt_pieces,
-                                   weights=r.attention.float().round(decimals=4).tolist())
-    return TranscriptionOut(text=r.text, score=round(r.score, 4),
-                            n_best=[TextHyp(text=t, score=round(s, 4)) for t, s in r.n_best],
-                            size=list(r.size), attention=attention)
 
 
 def _add_error_handlers(app: Any) -> None:
@@ -513,7 +376,6 @@ def _version() -> str:
 
 def parse_model_args(run_dir: str | None, named: list[str]) -> dict[str, str]:
     """``RUN_DIR`` and ``--model NAME=RUN_DIR`` options -> {name: run dir}."""
-    from heedful.config import ConfigError
 
     models: dict[str, str] = {}
     if run_dir:
