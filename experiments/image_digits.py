@@ -57,7 +57,7 @@ def train(name: str, minutes: float, threads: int) -> float | None:
     if (run / "checkpoints" / "best").exists() and (run / "done").exists():
         return None
     start = time.monotonic()
-    heedful("train", "--preset", "image-digits", f"data.dir={DATA}",
+    heedful("train", "--preset", "image-digits", f"data.dir={DATA.relative_to(ROOT)}",
             f"train.max_minutes={minutes}", f"train.threads={threads}", *SETTINGS[name],
             "--run-dir", str(run), "--resume", threads=threads)
     (run / "done").write_text("finished\n")

@@ -53,6 +53,12 @@ def _clean(segment: str) -> str:
     return _CONTROLS.sub(" ", segment).strip()
 
 
+def clean_segment(segment: str) -> str:
+    """A segment normalised as the corpus readers normalise it (C0 controls other than tab
+    as spaces, surrounding whitespace stripped)."""
+    return _clean(segment)
+
+
 @dataclass(frozen=True)
 class Corpus:
     """Parallel segments, line-aligned. ``origin`` names where they came from."""

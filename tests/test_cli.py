@@ -279,7 +279,7 @@ def test_translate_score_and_align_stream_in_chunks(tmp_path: Path, monkeypatch,
 
     whole = outputs()
     monkeypatch.setattr(heedful.decoding.translator, "STREAM_CHUNK", 6)  # 3 chunks
-    monkeypatch.setattr(heedful.cli.streams, "PAIR_CHUNK_BYTES", 300)  # ~2 pairs per chunk
+    monkeypatch.setattr(heedful.cli.streams, "PAIR_LINES", 2)  # 8 chunks of pairs
     chunked = outputs()
     assert len(whole["translate"]) == 16 and whole["translate"][5] == ""
     assert chunked["translate"] == whole["translate"]

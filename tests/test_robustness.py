@@ -191,6 +191,40 @@ def test_ten_thousand_lines_with_garbage(tiny_run: Path, tmp_path: Path, capsys)
     assert out.read_text(encoding="utf-8").split("\n") == [*produced[:bad[0]], ""]
 
 
+@pytest.mark.parametrize("command", ["score", "align"])
+def test_score_and_align_answer_every_line_of_ten_thousand(tiny_run: Path, tmp_path: Path,
+                                                          capsys, command: str) -> None:
+    import random
+
+    rng = random.Random(1)
+    choices = ["", "  ", "Y dijo Dios.", "\u200b", "%%%%", "ñ" * 40, "a\tb", "🙂🙂"]
+    sides = []
+    bad: set[int] = set()
+    for side in ("src", "tgt"):
+        lines = [rng.choice(choices).encode() for _ in range(10_000)]
+        for i in rng.sample(range(10_000), 10):
+            lines[i] = rng.choice([b"\x80abc", b"se\xc3", "señal".encode("latin-1")])
+            bad.add(i)
+        path = tmp_path / f"in.{side}"
+        path.write_bytes(b"\n".join(lines) + b"\n")
+        sides.append((path, lines))
+    (src, src_lines), (tgt, tgt_lines) = sides
+    out = tmp_path / "out.txt"
+    argv = [command, str(tiny_run), "--src", str(src), "--tgt", str(tgt), "-o", str(out)]
+    assert main([*argv, "--skip-bad-lines"]) == 0
+    produced = out.read_text(encoding="utf-8").split("\n")
+    assert len(produced) == 10_001 and produced[-1] == ""  # one output line per input line
+    for i, (s, t) in enumerate(zip(src_lines, tgt_lines, strict=True)):
+        blank = i in bad or not s.decode().strip() or not t.decode().strip()
+        assert (produced[i] == "") == blank or (command == "align" and produced[i] == ""), i
+    assert capsys.readouterr().err.count("invalid UTF-8 (byte") == len(bad)
+    # without --skip-bad-lines the first bad line stops the run, after the lines before it
+    assert main(argv) == 2
+    first = min(bad)
+    assert f"line {first + 1}: invalid UTF-8" in capsys.readouterr().err
+    assert out.read_text(encoding="utf-8").split("\n") == [*produced[:first], ""]
+
+
 def test_a_bad_line_comes_after_the_lines_before_it(tmp_path: Path) -> None:
     import warnings
 

@@ -127,6 +127,29 @@ def test_malformed_json_is_a_422(client: TestClient) -> None:
     assert "JSON" in res.json()["detail"]
 
 
+def test_invalid_utf8_and_oversized_bodies_are_refused_by_name(translator: Translator) -> None:
+    app = create_app({"m": translator}, ServeSettings(max_body_bytes=1000))
+    with TestClient(app) as c:
+        res = c.post("/translate", content=b'{"texts": ["se\xc3\x28al \xff"]}',
+                     headers={"content-type": "application/json"})
+        assert res.status_code == 400 and "not JSON in UTF-8" in res.json()["detail"]
+        res = c.post("/translate", content=b'{"texts": ["' + b"a" * 5000 + b'"]}',
+                     headers={"content-type": "application/json"})
+        assert res.status_code == 413
+        assert res.json()["detail"] == ("request body: 5,015 bytes or more; the limit is "
+                                        "1,000")
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+            yield b'{"texts": ["'
+            for _ in range(20):
+                yield b"a" * 100
+            yield b'"]}'
+        res = c.post("/translate", content=chunks(),
+                     headers={"content-type": "application/json"})
+        assert res.status_code == 413 and "the limit is 1,000" in res.json()["detail"]
+        assert c.post("/translate", json={"texts": ["Jesús lloró."]}).status_code == 200
+
+
 def test_several_models_need_a_name(translator: Translator) -> None:
     app = create_app({"a": translator, "b": translator})
     with TestClient(app) as c:

@@ -7,8 +7,13 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from heedful.cli.options import add_align_options, add_device_options, align_settings
-from heedful.cli.streams import output, pair_chunks
+from heedful.cli.options import (
+    SKIP_BAD_HELP,
+    add_align_options,
+    add_device_options,
+    align_settings,
+)
+from heedful.cli.streams import output, pair_lines
 from heedful.errors import DataError
 
 if TYPE_CHECKING:
@@ -31,6 +36,7 @@ def register(subparsers: Subparsers) -> None:
     p.add_argument("--dev-align", metavar="GOLD", help="dev sure links")
     p.add_argument("--dev-align-possible", metavar="GOLD2", help="dev possible links")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--skip-bad-lines", action="store_true", help=SKIP_BAD_HELP)
     add_align_options(p)
     add_device_options(p, precision=False)
     p.set_defaults(func=cmd_align)
@@ -100,19 +106,23 @@ def _align(args: argparse.Namespace, translator: Any, run_dir: Path) -> None:
 
         bar = tqdm(unit="pair", desc="align", leave=False)
     with output(args.output) as out:
-        for chunk in pair_chunks(args.src, args.tgt):
-            pairs = pair_attention(translator, chunk.src, chunk.tgt)
+        for block in pair_lines(args.src, args.tgt, args.skip_bad_lines):
+            full = [i for i, (src, tgt) in enumerate(block) if src and tgt]
+            pairs = pair_attention(translator, [block[i][0] for i in full],
+                                   [block[i][1] for i in full]) if full else []
             check_settings(settings, pairs)
-            for p in pairs:
-                links = p.links(settings)
+            aligned = dict(zip(full, pairs, strict=True))
+            for i in range(len(block)):  # a pair with an empty side: an empty line
+                p = aligned.get(i)
+                links = format_links(p.links(settings)) if p is not None else ""
                 if args.json:
-                    out.write(json.dumps({"alignment": format_links(links),
-                                          "src_words": p.num_src_words,
-                                          "tgt_words": p.num_tgt_words}) + "\n")
+                    out.write(json.dumps({"alignment": links,
+                                          "src_words": p.num_src_words if p else 0,
+                                          "tgt_words": p.num_tgt_words if p else 0}) + "\n")
                 else:
-                    out.write(format_links(links) + "\n")
+                    out.write(links + "\n")
             if bar is not None:
-                bar.update(len(pairs))
+                bar.update(len(block))
     if bar is not None:
         bar.close()
 

@@ -29,6 +29,10 @@ PRECISION_HELP = ("decoding arithmetic: fp32 (default), bf16 autocast (a GPU, or
                   "native bf16) or fp16 autocast (a GPU only)")
 
 
+SKIP_BAD_HELP = ("an input line that is not UTF-8 gives an empty output line and a warning "
+                 "(default: an error naming it, after the lines before it)")
+
+
 def add_device_options(parser: argparse.ArgumentParser, precision: bool = True) -> None:
     """``--device`` (checked by :func:`heedful.runtime.device.resolve_device` before any work)
     and, with ``precision``, ``--precision`` for decoding: the same two on every command

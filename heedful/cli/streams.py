@@ -14,15 +14,9 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
 from heedful.errors import DataError
-
-if TYPE_CHECKING:
-    from heedful.data import Segments
-
-PAIR_CHUNK_BYTES = 1 << 20
-"""About how much source text ``score`` and ``align`` read, force-decode and write at a time."""
 
 
 def read_input(path: str | None) -> list[str]:
@@ -60,13 +54,44 @@ def iter_constraints(path: str) -> Iterator[list[str]]:
         yield phrases
 
 
-def pair_chunks(src: str, tgt: str) -> Iterator[Segments]:
-    """The pairs of two line-aligned files, a chunk at a time (different line counts are
-    an error once the shorter file ends)."""
-    from heedful.data import parse_chunk, text_chunks
+PAIR_LINES = 2048
+"""Pairs that ``score`` and ``align`` process together."""
 
-    for chunk in text_chunks(src, tgt, PAIR_CHUNK_BYTES):
-        yield parse_chunk(chunk)
+
+def pair_lines(src: str, tgt: str, skip_bad: bool = False, size: int | None = None
+               ) -> Iterator[list[tuple[str, str]]]:
+    """The (source, target) line pairs of two line-aligned files, ``size`` (default
+    :data:`PAIR_LINES`) at a time,
+    normalised as the corpus readers normalise (blank lines stay, as empty strings), in
+    constant memory. A line that is not UTF-8 ends the pairs before it — they come first —
+    then a :class:`~heedful.errors.DataError` naming it; with ``skip_bad`` it becomes ""
+    and a warning. Files of different lengths are an error once the shorter one ends."""
+    from itertools import zip_longest
+
+    from heedful.data import clean_segment
+    from heedful.lines import iter_lines
+
+    size = size or PAIR_LINES
+    block: list[tuple[str, str]] = []
+    number = 0
+    try:
+        for s, t in zip_longest(iter_lines(src, skip_bad=skip_bad),
+                                iter_lines(tgt, skip_bad=skip_bad)):
+            number += 1
+            if s is None or t is None:
+                longer, shorter = (src, tgt) if t is None else (tgt, src)
+                raise DataError(f"source and target differ in length: {shorter} has "
+                                f"{number - 1} lines, {longer} has more (line {number})")
+            block.append((clean_segment(s), clean_segment(t)))
+            if len(block) == size:
+                yield block
+                block = []
+    except DataError:
+        if block:  # the pairs before the bad line are answered first
+            yield block
+        raise
+    if block:
+        yield block
 
 
 @contextmanager

@@ -9,8 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from heedful.cli.options import add_decode_options, add_device_options, decode_overrides
-from heedful.cli.streams import iter_constraints, iter_input, output, pair_chunks
+from heedful.cli.options import (
+    SKIP_BAD_HELP,
+    add_decode_options,
+    add_device_options,
+    decode_overrides,
+)
+from heedful.cli.streams import iter_constraints, iter_input, output, pair_lines
 from heedful.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
@@ -25,9 +30,7 @@ def register(subparsers: Subparsers) -> None:
     p.add_argument("--input", "-i")
     p.add_argument("--output", "-o")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument("--skip-bad-lines", action="store_true",
-                   help="an input line that is not UTF-8 gives an empty output line and a "
-                        "warning (default: an error naming it, after the lines before it)")
+    p.add_argument("--skip-bad-lines", action="store_true", help=SKIP_BAD_HELP)
     p.add_argument("--constraints", metavar="FILE",
                    help="one JSON list of target phrases per input line, e.g. "
                         '["green herb"] ([] for none): each must appear in its translation '
@@ -42,6 +45,7 @@ def register(subparsers: Subparsers) -> None:
     p.add_argument("--tgt", required=True)
     p.add_argument("-o", "--output")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--skip-bad-lines", action="store_true", help=SKIP_BAD_HELP)
     add_device_options(p, precision=False)
     p.set_defaults(func=cmd_score)
 
@@ -112,7 +116,9 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     """Print the log-probability (total and per token) of each given pair under the model,
-    a chunk of pairs at a time; with -o, a summary with the perplexity on stderr."""
+    one output line per input line (an empty line for a pair with an empty side, or, with
+    ``--skip-bad-lines``, a line that is not UTF-8), a chunk of pairs at a time; with -o, a
+    summary with the perplexity on stderr."""
     import math
 
     from heedful.decoding.forced import force_decode
@@ -122,21 +128,25 @@ def cmd_score(args: argparse.Namespace) -> int:
     pairs, total, ntok = 0, 0.0, 0
     bar = _bar("score") if args.output is not None else None
     with output(args.output) as out:
-        for chunk in pair_chunks(args.src, args.tgt):
-            results = force_decode(translator.model, tok.encode_src(chunk.src),
-                                   tok.encode_tgt(chunk.tgt))
-            for r in results:
+        for block in pair_lines(args.src, args.tgt, args.skip_bad_lines):
+            full = [i for i, (s, t) in enumerate(block) if s and t]
+            results = force_decode(translator.model, tok.encode_src([block[i][0] for i in full]),
+                                   tok.encode_tgt([block[i][1] for i in full])) if full else []
+            scored = dict(zip(full, results, strict=True))
+            for i in range(len(block)):
+                r = scored.get(i)
                 if args.json:
-                    out.write(json.dumps({"log_prob": round(r.log_prob, 4),
-                                          "per_token": round(r.per_token, 4),
-                                          "tokens": r.num_tokens}) + "\n")
+                    out.write(json.dumps(
+                        {"log_prob": None if r is None else round(r.log_prob, 4),
+                         "per_token": None if r is None else round(r.per_token, 4),
+                         "tokens": 0 if r is None else r.num_tokens}) + "\n")
                 else:
-                    out.write(f"{r.log_prob:.4f}\t{r.per_token:.4f}\n")
+                    out.write("\n" if r is None else f"{r.log_prob:.4f}\t{r.per_token:.4f}\n")
             pairs += len(results)
             total += sum(r.log_prob for r in results)
             ntok += sum(r.num_tokens for r in results)
             if bar is not None:
-                bar.update(len(results))
+                bar.update(len(block))
     if bar is not None:
         bar.close()
     if pairs and args.output:

@@ -24,6 +24,9 @@ class ServeSettings:
     """Characters per text (more -> 413)."""
     max_image_bytes: int = 4_000_000
     """Bytes per image of ``POST /transcribe``, decoded (more -> 413)."""
+    max_body_bytes: int = 16_000_000
+    """Bytes per request body (more -> 413 before the body is read:
+    :class:`heedful.serving.limits.BodyLimit`)."""
     timeout_s: float = 60.0
     """A request still waiting for its translations after this long gets a 504."""
     micro_batching: bool = True

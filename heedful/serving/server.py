@@ -42,6 +42,7 @@ from heedful.serving.common import (
     request_options,
 )
 from heedful.serving.images import TranscribeRequest, TranscribeResponse, transcribe_request
+from heedful.serving.limits import BodyLimit
 
 ASSETS = Path(__file__).parent.parent / "assets"
 
@@ -248,6 +249,7 @@ def create_app(models: dict[str, Translator], settings: ServeSettings | None = N
                   description="Sequence-to-sequence translation with attention you can see.")
     app.state.workers = workers
     app.state.settings = settings
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.mount("/assets", StaticFiles(directory=ASSETS), name="assets")
 
     _add_error_handlers(app)
@@ -297,6 +299,7 @@ def _add_error_handlers(app: Any) -> None:
     from fastapi import Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     @app.exception_handler(ServeError)
     async def _serve_error(_: Request, err: ServeError) -> JSONResponse:
@@ -311,6 +314,14 @@ def _add_error_handlers(app: Any) -> None:
             problems.append(f"{where}: {e['msg']}")
         return JSONResponse({"detail": "; ".join(problems), "errors": err.errors()},
                             status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, err: StarletteHTTPException) -> JSONResponse:
+        detail = err.detail
+        if err.status_code == 400 and detail == "There was an error parsing the body":
+            detail = "body: not JSON in UTF-8 (it could not be parsed)"  # FastAPI's words
+        return JSONResponse({"detail": detail}, status_code=err.status_code,
+                            headers=getattr(err, "headers", None))
 
 
 def _add_pages(app: Any) -> None:
