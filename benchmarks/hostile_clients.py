@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import platform
 import random
@@ -91,10 +92,8 @@ async def send_one(port: int, kind: str, text: str) -> tuple[int | None, float]:
         return -2, time.perf_counter() - start
     finally:
         writer.close()
-        try:
+        with contextlib.suppress(ConnectionError, OSError):
             await writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass
 
 
 async def probe_health(port: int, stop: asyncio.Event, record: list[float | None]) -> None:
@@ -111,10 +110,8 @@ async def probe_health(port: int, stop: asyncio.Event, record: list[float | None
             record.append(time.perf_counter() - start if b" 200 " in line else None)
         except (TimeoutError, ConnectionError, OSError):
             record.append(None)
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.5)
-        except TimeoutError:
-            pass
 
 
 async def attack(port: int, requests: int, concurrency: int, texts: list[str]

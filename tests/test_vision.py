@@ -239,6 +239,17 @@ def test_the_python_api_reads_arrays_with_attention_over_slots(
     assert result.boxes[:, 2].max() <= page.shape[1]
 
 
+def test_the_shipped_digit_reader_reads_its_samples(capsys: pytest.CaptureFixture[str]
+                                                    ) -> None:
+    from heedful.cli import main
+    from heedful.decoding.translator import SHIPPED_MODELS_DIR
+
+    samples = sorted((SHIPPED_MODELS_DIR / "digits-ocr" / "samples").glob("*.png"))
+    assert len(samples) == 3
+    assert main(["transcribe", "digits-ocr", *map(str, samples)]) == 0
+    assert capsys.readouterr().out.split() == ["3331891727", "0893", "4219"]
+
+
 # ---------------------------------------------------------------------- serving
 
 
