@@ -412,12 +412,33 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         key, text = item.split("=", 1)
+        key = key.strip()
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override {item!r}: the key {key!r} is not a dotted key path "
+                              "such as model.hidden_dim")
         try:
             value = yaml.safe_load(text) if text else None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"override {item!r}: value is not valid YAML ({err})") from None
-        parsed.append((key.strip(), value))
+        except YAML_PROBLEMS as err:
+            raise ConfigError(f"override {item!r}: value is not valid YAML "
+                              f"({yaml_problem(err)})") from None
+        parsed.append((key, value))
     return parsed
+
+
+YAML_PROBLEMS = (yaml.YAMLError, ValueError, TypeError, AttributeError, OverflowError)
+"""What PyYAML's safe loader raises for bad input: its own errors, and (a tagged scalar it
+cannot convert, e.g. ``!!timestamp`` on a bad date) Python's."""
+
+
+def yaml_problem(err: BaseException) -> str:
+    """A YAML error in one line: the problem and where it is."""
+    if isinstance(err, yaml.MarkedYAMLError):
+        mark = err.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        return f"{err.problem or err.context or 'cannot be parsed'}{where}"
+    if isinstance(err, yaml.YAMLError):
+        return " ".join(str(err).split())
+    return "a tagged value (such as !!timestamp or !!int) cannot be converted to its type"
 
 
 def load_config(
@@ -442,8 +463,9 @@ def load_config(
             raise ConfigError(f"config file {path} is not valid UTF-8 ({err.reason})") from None
         try:
             loaded = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        except YAML_PROBLEMS as err:
+            raise ConfigError(f"config file {path} is not valid YAML: "
+                              f"{yaml_problem(err)}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

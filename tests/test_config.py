@@ -64,8 +64,18 @@ def test_override_without_equals() -> None:
 
 
 def test_malformed_yaml(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="is not valid YAML"):
+    with pytest.raises(ConfigError, match="is not valid YAML") as err:
         load_config(write(tmp_path, "model: [unclosed\n"))
+    assert "\n" not in str(err.value) and "at line 2, column 1" in str(err.value)
+    # a tag PyYAML cannot convert raises a Python error inside the safe loader
+    with pytest.raises(ConfigError, match="a tagged value .* cannot be converted"):
+        load_config(write(tmp_path, "name: !!timestamp 2001-12-14\n  - a\n"))
+
+
+@pytest.mark.parametrize("item", [".=1", "a..b=1", "=3", "model.=2"])
+def test_override_keys_with_empty_parts_are_named(item: str) -> None:
+    with pytest.raises(ConfigError, match="is not a dotted key path"):
+        load_config(None, [item])
 
 
 def test_top_level_must_be_mapping(tmp_path: Path) -> None:
