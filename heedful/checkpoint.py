@@ -125,7 +125,12 @@ def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 def model_state(path: Path) -> dict[str, torch.Tensor]:
     """Weights of ``model.safetensors`` as float32 with tied aliases restored."""
     tensors, metadata = read_tensors(path)
-    aliases = json.loads(metadata.get("aliases", "{}"))
+    try:
+        aliases = json.loads(metadata.get("aliases", "{}"))
+        if not isinstance(aliases, dict) or not all(n in tensors for n in aliases.values()):
+            raise ValueError("aliases name tensors the file does not hold")
+    except ValueError as err:  # JSONDecodeError is one
+        raise CheckpointError(f"{path}: its metadata is corrupt ({err})") from None
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()}
     for alias, name in aliases.items():
         state[alias] = state[name]
@@ -247,10 +252,21 @@ def _prune(ckpt_root: Path, keep_last: int) -> None:
 
 
 def _read_pointer(ckpt_root: Path, which: str) -> str | None:
+    """The checkpoint directory name that pointer file ``which`` holds (None: no pointer).
+    A pointer that is not a ``step-NNNNNNNN`` name is a CheckpointError naming it."""
+    path = ckpt_root / which
     try:
-        return (ckpt_root / which).read_text(encoding="utf-8").strip() or None
+        name = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
         return None
+    except (UnicodeDecodeError, IsADirectoryError, OSError) as err:
+        raise CheckpointError(f"{path} cannot be read as a checkpoint pointer ({err})") from None
+    if not name:
+        return None
+    if not (name.startswith(_STEP_PREFIX) and name[len(_STEP_PREFIX):].isdigit()):
+        raise CheckpointError(f"{path} does not name a checkpoint (it holds {name[:40]!r}; "
+                              f"expected {_STEP_PREFIX}NNNNNNNN)")
+    return name
 
 
 # --------------------------------------------------------------------------- load
@@ -263,19 +279,33 @@ def verify_checkpoint(ckpt: Path) -> dict[str, Any]:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CheckpointError(f"{manifest_path} is missing (incomplete checkpoint)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
         raise CheckpointError(f"{manifest_path} is corrupt ({err})") from None
+    if not isinstance(manifest, dict):
+        raise CheckpointError(f"{manifest_path} is corrupt (not a JSON object)")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"{manifest_path}: checkpoint format {manifest.get('format_version')!r} is not "
             f"supported (this heedful reads format {FORMAT_VERSION})")
-    for fname, digest in manifest["files"].items():
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(isinstance(k, str) and "/" not in k
+                                              and isinstance(v, str) for k, v in files.items()):
+        raise CheckpointError(f"{manifest_path} is corrupt (no valid \"files\" entry)")
+    for fname, digest in files.items():
         path = ckpt / fname
-        if not path.exists():
+        if not path.is_file():
             raise CheckpointError(f"{path} is missing")
         if _sha256(path) != digest:
             raise CheckpointError(f"{path} is corrupt: its checksum does not match the manifest")
-    state: dict[str, Any] = json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
+    state_path = ckpt / "trainer_state.json"
+    try:
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{state_path} is missing (incomplete checkpoint)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
+        raise CheckpointError(f"{state_path} is corrupt ({err})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{state_path} is corrupt (not a JSON object)")
     return state
 
 

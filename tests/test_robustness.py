@@ -379,3 +379,35 @@ def test_fault_injection_short() -> None:
     assert report["kills"] == 3 and report["successful_resumes"] == 3
     assert report["corrupt_checkpoints_found"] == 0
     assert report["max_parameter_difference"] <= 1e-6
+
+
+@pytest.mark.parametrize(("where", "content", "message"), [
+    ("checkpoints/best", b"\xb9H2\x05", "cannot be read as a checkpoint pointer"),
+    ("checkpoints/best", b"../../etc", "does not name a checkpoint"),
+    ("checkpoints/step-00002667/manifest.json", b"[1, 2]", "is corrupt (not a JSON object)"),
+    ("checkpoints/step-00002667/manifest.json", b'{"format_version": 1}',
+     'is corrupt (no valid "files" entry)'),
+])
+def test_a_corrupt_run_directory_is_named_not_crashed(tmp_path: Path, capsys, where: str,
+                                                      content: bytes, message: str) -> None:
+    """Found by benchmarks/fuzz.py: these corruptions escaped as AttributeError, KeyError
+    and UnicodeDecodeError."""
+    import shutil
+
+    from heedful.decoding.translator import SHIPPED_MODELS_DIR
+
+    run = tmp_path / "run"
+    shutil.copytree(SHIPPED_MODELS_DIR / "bible-es-en", run)
+    (run / where).write_bytes(content)
+    (tmp_path / "in.txt").write_text("Y dijo Dios.\n", encoding="utf-8")
+    assert main(["translate", str(run), "-i", str(tmp_path / "in.txt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("heedful: error: ") and "\n" not in err
+    assert message in err and str(run) in err
+
+
+def test_metrics_of_empty_files_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_text("", encoding="utf-8")
+    assert main(["metrics", str(empty), str(empty)]) == 2
+    assert "no lines to score" in capsys.readouterr().err

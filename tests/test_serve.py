@@ -320,3 +320,21 @@ def test_beam_stop_is_accepted_and_decodes_as_the_python_api(client: TestClient,
     assert res.json()["translations"][0]["translation"] == direct.text
     bad = client.post("/translate", json={"texts": [SENTENCE], "beam_stop": "never"})
     assert bad.status_code == 422 and "beam_stop" in bad.json()["detail"]
+
+
+@pytest.mark.parametrize(("content", "status", "message"), [
+    (b'{"texts": [NaN]}', 422, "texts.0: Input should be a valid string"),
+    (b'{"texts": ["\\ud847\\ud880"]}', 422, "texts.0: not valid Unicode"),
+    (b'{"texts": ["a"], "constraints": [["\\ud800"]]}', 422, "constraints.0.0: not valid"),
+    (b'{"texts": ["a"], "length_penalty": 1e308}', 422, "length_penalty: Input should be"),
+    (b'$', 422, "body: JSON decode error"),
+    (b'{"\\ud800": 1, "texts": ["a"]}', 422, "body: Input should be a valid string"),
+])
+def test_inputs_json_cannot_echo_are_refused_not_crashed(client: TestClient, content: bytes,
+                                                        status: int, message: str) -> None:
+    """Found by benchmarks/fuzz.py: FastAPI's error list echoed bytes, NaN and lone
+    surrogates, which JSON cannot carry (a 500); a lone surrogate reached SentencePiece."""
+    res = client.post("/translate", content=content,
+                      headers={"content-type": "application/json"})
+    assert res.status_code == status, res.text
+    assert message in res.json()["detail"]

@@ -83,7 +83,10 @@ def metrics_report(hyps: Sequence[str], refs: Sequence[str], rouge: bool = False
                    distinct: bool = False) -> dict[str, Any]:
     """BLEU and chrF with their sacrebleu signatures, plus :func:`output_metrics`."""
     from heedful.analysis.metrics import score_corpus
+    from heedful.errors import DataError
 
+    if not hyps:
+        raise DataError("no lines to score: the hypothesis and reference files are empty")
     return {**score_corpus(hyps, refs).as_dict(), **output_metrics(hyps, refs, rouge, distinct)}
 
 

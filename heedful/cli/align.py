@@ -13,7 +13,7 @@ from heedful.cli.options import (
     add_device_options,
     align_settings,
 )
-from heedful.cli.streams import output, pair_lines
+from heedful.cli.streams import closing_bar, output, pair_lines
 from heedful.errors import DataError
 
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ def _align(args: argparse.Namespace, translator: Any, run_dir: Path) -> None:
         from tqdm import tqdm
 
         bar = tqdm(unit="pair", desc="align", leave=False)
-    with output(args.output) as out:
+    with closing_bar(bar), output(args.output) as out:
         for block in pair_lines(args.src, args.tgt, args.skip_bad_lines):
             full = [i for i, (src, tgt) in enumerate(block) if src and tgt]
             pairs = pair_attention(translator, [block[i][0] for i in full],
@@ -123,8 +123,6 @@ def _align(args: argparse.Namespace, translator: Any, run_dir: Path) -> None:
                     out.write(links + "\n")
             if bar is not None:
                 bar.update(len(block))
-    if bar is not None:
-        bar.close()
 
 
 def _dev_gold(args: argparse.Namespace, translator: Any

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from heedful.errors import DataError
 
@@ -122,3 +122,14 @@ def output(path: str | None) -> Iterator[TextIO]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def closing_bar(bar: Any) -> Iterator[None]:
+    """Close a progress bar (clearing its line) however the block ends, so an error message
+    starts its own line."""
+    try:
+        yield
+    finally:
+        if bar is not None:
+            bar.close()

@@ -15,8 +15,8 @@ from heedful.cli.options import (
     add_device_options,
     decode_overrides,
 )
-from heedful.cli.streams import iter_constraints, iter_input, output, pair_lines
-from heedful.errors import CheckpointError, ConfigError
+from heedful.cli.streams import closing_bar, iter_constraints, iter_input, output, pair_lines
+from heedful.errors import CheckpointError, ConfigError, DataError
 
 if TYPE_CHECKING:
     from heedful.cli.options import Subparsers
@@ -127,7 +127,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     tok = translator.tokenizer
     pairs, total, ntok = 0, 0.0, 0
     bar = _bar("score") if args.output is not None else None
-    with output(args.output) as out:
+    with closing_bar(bar), output(args.output) as out:
         for block in pair_lines(args.src, args.tgt, args.skip_bad_lines):
             full = [i for i, (s, t) in enumerate(block) if s and t]
             results = force_decode(translator.model, tok.encode_src([block[i][0] for i in full]),
@@ -147,8 +147,6 @@ def cmd_score(args: argparse.Namespace) -> int:
             ntok += sum(r.num_tokens for r in results)
             if bar is not None:
                 bar.update(len(block))
-    if bar is not None:
-        bar.close()
     if pairs and args.output:
         print(f"{pairs} pairs, {ntok} target tokens: log-prob {total:.1f}, "
               f"{total / ntok:.4f} per token (perplexity {math.exp(-total / ntok):.2f})",
@@ -267,7 +265,11 @@ def _turns(stream: TextIO, interactive: bool) -> Iterator[str]:
     while True:
         if interactive:
             print("you> ", end="", file=sys.stderr, flush=True)
-        line = stream.readline()
+        try:
+            line = stream.readline()
+        except UnicodeDecodeError as err:
+            raise DataError(f"<stdin>: a line is not valid UTF-8 ({err.reason} at byte "
+                            f"{err.start}); the conversation stops here") from None
         if not line:
             return
         text = line.strip()

@@ -28,7 +28,7 @@ class DecodeOptions(BaseModel):
 
     beam_size: int = Field(5, gt=0)
     """Hypotheses kept per sentence; 1 = greedy search."""
-    length_penalty: float = Field(1.0, ge=0)
+    length_penalty: float = Field(1.0, ge=0, le=10)
     """GNMT length penalty alpha: scores are divided by ((5 + length) / 6) ** alpha."""
     max_len_a: float = Field(1.5, gt=0)
     """Outputs are capped at max_len_a * source length + max_len_b subwords."""

@@ -303,16 +303,21 @@ def _add_error_handlers(app: Any) -> None:
 
     @app.exception_handler(ServeError)
     async def _serve_error(_: Request, err: ServeError) -> JSONResponse:
-        return JSONResponse({"detail": err.message}, status_code=err.status)
+        return JSONResponse({"detail": _printable(err.message)}, status_code=err.status)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, err: RequestValidationError) -> JSONResponse:
-        # one readable line per problem, naming the field, beside FastAPI's own list
-        problems = []
+        # one readable line per problem, naming the field, beside FastAPI's own list (without
+        # the inputs it echoes: they may be bytes, NaN or lone surrogates, which JSON lacks)
+        problems, errors = [], []
         for e in err.errors():
-            where = ".".join(str(x) for x in e["loc"] if x != "body") or "body"
-            problems.append(f"{where}: {e['msg']}")
-        return JSONResponse({"detail": "; ".join(problems), "errors": err.errors()},
+            loc = [_printable(x) for x in e["loc"]]
+            where = ".".join(str(x) for x in loc if x != "body") or "body"
+            if e["type"] == "json_invalid":
+                where = "body"
+            problems.append(f"{where}: {_printable(e['msg'])}")
+            errors.append({"type": e["type"], "loc": loc, "msg": _printable(e["msg"])})
+        return JSONResponse({"detail": "; ".join(problems), "errors": errors},
                             status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
@@ -322,6 +327,13 @@ def _add_error_handlers(app: Any) -> None:
             detail = "body: not JSON in UTF-8 (it could not be parsed)"  # FastAPI's words
         return JSONResponse({"detail": detail}, status_code=err.status_code,
                             headers=getattr(err, "headers", None))
+
+
+def _printable(value: Any) -> Any:
+    """A string as JSON can carry it (lone surrogates escaped); other values as they are."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
 
 
 def _add_pages(app: Any) -> None:
@@ -353,6 +365,14 @@ def _pick(workers: dict[str, ModelWorker], name: str | None) -> ModelWorker:
 
 
 def _check_limits(body: TranslateRequest, settings: ServeSettings) -> None:
+    phrases = [(f"constraints.{i}.{j}", p) for i, c in enumerate(body.constraints or [])
+               for j, p in enumerate(c)]
+    for where, text in [*((f"texts.{i}", t) for i, t in enumerate(body.texts)), *phrases]:
+        try:  # JSON can escape what is not Unicode text
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ServeError(422, f"{where}: not valid Unicode (it holds a lone surrogate "
+                                  "escape such as \\ud800)") from None
     if len(body.texts) > settings.max_texts:
         raise ServeError(413, f"texts: {len(body.texts)} texts in one request; the limit is "
                               f"{settings.max_texts}")
