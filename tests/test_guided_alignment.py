@@ -209,6 +209,15 @@ def test_align_corpus_without_the_aligner_says_how_to_get_it(monkeypatch) -> Non
         statistical_aligner.find_aligner()
 
 
+def test_align_corpus_refuses_a_config_without_source_text(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "links.txt"
+    assert main(["align-corpus", "--preset", "image-digits", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "heedful: error: align-corpus aligns source and target words; data.source is " \
+           "image" in err
+    assert not out.exists()
+
+
 def test_the_transformers_supervised_layer_and_head_alone_get_the_signal(tmp_path: Path) -> None:
     """model.alignment_layer / alignment_head pick one cross-attention head of a Transformer:
     the guided loss's gradient reaches that head's query projection and nothing after it."""

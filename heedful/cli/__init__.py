@@ -104,7 +104,28 @@ def _run_handler(args: argparse.Namespace, argv: Sequence[str]) -> int:
         print(f"heedful: error: {err.filename}: {err.strerror}", file=sys.stderr)
         return 2
     except Exception as err:
+        if _lost_a_rank(err):
+            # torchrun ends the job or restarts its workers (--max-restarts), which resume
+            from heedful.training.distributed import env_rank
+
+            print(f"heedful: error: rank {env_rank()} lost contact with another rank of the "
+                  f"job, which probably died ({' '.join(str(err).split())[:300]})",
+                  file=sys.stderr)
+            return 1
         return _report_bug(err, argv)
+
+
+def _lost_a_rank(err: BaseException) -> bool:
+    """Whether ``err`` is a collective failing because a peer rank went away (not a bug here:
+    another process was killed, ran out of memory or crashed)."""
+    from heedful.training import distributed
+
+    if not distributed.joined_process_group() or not isinstance(err, RuntimeError):
+        return False
+    import torch.distributed as dist
+
+    text = str(err)
+    return isinstance(err, dist.DistError) or ("gloo" in text and "peer" in text)
 
 
 def _report_bug(err: BaseException, argv: Sequence[str]) -> int:

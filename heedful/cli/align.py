@@ -14,7 +14,7 @@ from heedful.cli.options import (
     align_settings,
 )
 from heedful.cli.streams import closing_bar, output, pair_lines
-from heedful.errors import DataError
+from heedful.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from heedful.cli.options import Subparsers
@@ -160,6 +160,9 @@ def cmd_align_corpus(args: argparse.Namespace) -> int:
     from heedful.data import parse_chunk, split_chunks, split_origin
 
     config = config_from_args(args)
+    if config.data.source != "text":
+        raise ConfigError(f"align-corpus aligns source and target words; data.source is "
+                          f"{config.data.source} (there is no source text)")
     find_aligner()  # before writing anything
     out = Path(args.output)
     start = time.monotonic()

@@ -96,6 +96,23 @@ def env_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def _store_of_this_attempt(world: int, timeout: timedelta) -> dist.Store | None:
+    """Under torchrun, the key-value store of this start of the workers alone; else None
+    (``init_process_group`` reads MASTER_ADDR/MASTER_PORT itself).
+
+    Why: torchrun's workers share the agent's store (``TORCHELASTIC_USE_AGENT_STORE``), and
+    after ``--max-restarts`` restarts them the keys of the killed start are still in it. The
+    new gloo group then reads the dead ranks' addresses and hangs or fails to connect
+    ("Connection refused"; pytorch/pytorch#135712), and :meth:`DistContext.main_first` would
+    see the old start's "done". A prefix per start keeps every start's keys apart; all
+    workers of a node restart together, so they agree on the count."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    agent_store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                                world, is_master=False, timeout=timeout)
+    return dist.PrefixStore(f"heedful/start_{restart_count()}", agent_store)
+
+
 _joined = False  # True once this process has joined a torchrun process group (see exit_now)
 
 
@@ -123,8 +140,10 @@ def setup(device_name: str = "auto", timeout_minutes: float = 60.0) -> DistConte
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
         global _joined
+        timeout = timedelta(minutes=timeout_minutes)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank,
-                                world_size=world, timeout=timedelta(minutes=timeout_minutes))
+                                world_size=world, timeout=timeout,
+                                store=_store_of_this_attempt(world, timeout))
         _joined = True
     return DistContext(rank, world, local, device)
 
