@@ -211,6 +211,19 @@ def image_digits() -> Config:
     }, "preset image-digits")
 
 
+def ocr_lines() -> Config:
+    """Printed and handwriting-style text lines (`heedful data text-lines`, in
+    data/text-lines): image-digits' model with room for ~70 characters (letters of both cases,
+    digits, punctuation) and lines of up to 40 of them; the dev CER picks the best
+    checkpoint."""
+    cfg = image_digits().model_dump(mode="json")
+    cfg["name"] = "ocr-lines"
+    cfg["data"].update({"dir": "data/text-lines", "dev_limit": 500})
+    cfg["tokenizer"].update({"vocab_size": 128})
+    cfg["train"].update({"batch_tokens": 6000, "valid_every": 250})
+    return config_from_dict(cfg, "preset ocr-lines")
+
+
 PRESETS: dict[str, Callable[[], Config]] = {
     "quickstart": quickstart,
     "rnn-scaled-dot": rnn_scaled_dot,
@@ -221,6 +234,7 @@ PRESETS: dict[str, Callable[[], Config]] = {
     "summarize": summarize,
     "dialogue": dialogue,
     "image-digits": image_digits,
+    "ocr-lines": ocr_lines,
     "bench-rnn": bench_rnn,
     "bench-transformer": bench_transformer,
 }

@@ -250,6 +250,24 @@ def test_the_shipped_digit_reader_reads_its_samples(capsys: pytest.CaptureFixtur
     assert capsys.readouterr().out.split() == ["3331891727", "0893", "4219"]
 
 
+@pytest.mark.parametrize("command", [
+    ["score", "--src", "{text}", "--tgt", "{text}"],
+    ["align", "--src", "{text}", "--tgt", "{text}"],
+    ["chat"],
+])
+def test_text_commands_refuse_an_image_model_by_name(tmp_path: Path, capsys,
+                                                     command: list[str]) -> None:
+    from heedful.cli import main
+
+    text = tmp_path / "lines.txt"
+    text.write_text("12\n", encoding="utf-8")
+    argv = [command[0], "digits-ocr", *(a.format(text=text) for a in command[1:])]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"heedful: error: {command[0]} needs a model that reads text; digits-ocr reads " \
+           "images (data.source: image)" in err
+
+
 # ---------------------------------------------------------------------- serving
 
 

@@ -62,6 +62,10 @@ def cmd_align(args: argparse.Namespace) -> int:
 
     run_dir = resolve_run_dir(args.run_dir)
     translator = Translator.from_checkpoint(run_dir, device=args.device)
+    if (source := translator.config.data.source) != "text":
+        raise ConfigError(f"align needs a model that reads text; {args.run_dir} reads "
+                          f"{source}s (data.source: {source}): heedful attention draws its "
+                          "attention on the image")
     if args.tune:
         _tune(args, translator, run_dir)
         if not (args.src or args.tgt):

@@ -14,11 +14,12 @@ if TYPE_CHECKING:
 def register(subparsers: Subparsers) -> None:
     """Add ``data``."""
     p = subparsers.add_parser("data", help="build a corpus: debian-desc (summarization), "
-                                           "chatterbot (dialogue) or digits (handwritten "
-                                           "digit strings, image -> text)")
-    p.add_argument("corpus", choices=["debian-desc", "chatterbot", "digits"])
+                                           "chatterbot (dialogue), digits (handwritten "
+                                           "digit strings, image -> text) or text-lines "
+                                           "(printed text-line images -> text)")
+    p.add_argument("corpus", choices=["debian-desc", "chatterbot", "digits", "text-lines"])
     p.add_argument("--out", help="output directory (default data/debian-desc-summ, "
-                                 "data/chatterbot or data/digits)")
+                                 "data/chatterbot, data/digits or data/text-lines)")
     p.add_argument("--lists", default="/var/lib/apt/lists",
                    help="debian-desc: apt's lists directory (default /var/lib/apt/lists)")
     p.add_argument("--pattern", default="*_i18n_Translation-en*",
@@ -27,9 +28,15 @@ def register(subparsers: Subparsers) -> None:
                    help="chatterbot: previous turns in each context (default 2)")
     p.add_argument("--separator", default="<sep>", help="chatterbot: turn separator")
     p.add_argument("--language", default="english", help="chatterbot: corpus language")
-    p.add_argument("--seed", type=int, default=1, help="digits: random seed (default 1)")
+    p.add_argument("--seed", type=int, default=1,
+                   help="digits, text-lines: random seed (default 1)")
     p.add_argument("--train", type=int, default=20000,
-                   help="digits: training strings (default 20000)")
+                   help="digits, text-lines: training strings or lines (default 20000)")
+    p.add_argument("--dev", type=int, default=500, help="text-lines: dev lines (default 500)")
+    p.add_argument("--test", type=int, default=1000,
+                   help="text-lines: test lines (default 1000)")
+    p.add_argument("--fonts", default="/usr/share/fonts",
+                   help="text-lines: where to look for the fonts (default /usr/share/fonts)")
     p.add_argument("--dev-per-length", type=int, default=50,
                    help="digits: dev strings of each length (default 50)")
     p.add_argument("--test-per-length", type=int, default=100,
@@ -50,6 +57,15 @@ def cmd_data(args: argparse.Namespace) -> int:
         stats = build_digit_strings(out, args.seed, args.train, args.dev_per_length,
                                     args.test_per_length, args.max_length)
         unit, counts = "strings", stats["strings"]
+    elif args.corpus == "text-lines":
+        from heedful.vision.text_lines import build_text_lines
+
+        out = Path(args.out or "data/text-lines")
+        stats = build_text_lines(out, args.seed, args.train, args.dev, args.test,
+                                 Path(args.fonts))
+        splits = stats["splits"]
+        assert isinstance(splits, dict)
+        unit, counts = "lines", {name: s["lines"] for name, s in splits.items()}
     else:
         from heedful.corpora import build_chatterbot_pairs, build_debian_summ
 

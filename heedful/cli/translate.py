@@ -76,10 +76,12 @@ def register(subparsers: Subparsers) -> None:
 
 
 def load_translator(run_dirs: str | list[str], quantize: str | None = None,
-                    device: str = "auto", precision: str = "fp32") -> Any:
+                    device: str = "auto", precision: str = "fp32",
+                    text_for: str | None = None) -> Any:
     """A translator for one run directory (or shipped model), or an ensemble of several, on
     ``device`` in ``precision``, quantized when ``quantize`` is given (int8 dynamic
-    quantization runs on the CPU, so ``auto`` means the CPU then)."""
+    quantization runs on the CPU, so ``auto`` means the CPU then). ``text_for``: the command
+    that needs a model of source text (refused by name for an image model)."""
     from heedful.decoding.translator import Translator
     from heedful.runtime.device import resolve_device
 
@@ -87,6 +89,11 @@ def load_translator(run_dirs: str | list[str], quantize: str | None = None,
     translator = (Translator.from_checkpoints(run_dirs, device=target, precision=precision)
                   if isinstance(run_dirs, list)
                   else Translator.from_checkpoint(run_dirs, device=target, precision=precision))
+    source = translator.config.data.source
+    if text_for is not None and source != "text":
+        raise ConfigError(f"{text_for} needs a model that reads text; {run_dirs} reads "
+                          f"{source}s (data.source: {source}): use heedful transcribe or "
+                          "heedful evaluate")
     if quantize:
         translator.quantize(quantize)
     return translator
@@ -123,7 +130,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     from heedful.decoding.forced import force_decode
 
-    translator = load_translator(args.run_dir, device=args.device)
+    translator = load_translator(args.run_dir, device=args.device, text_for="score")
     tok = translator.tokenizer
     pairs, total, ntok = 0, 0.0, 0
     bar = _bar("score") if args.output is not None else None
@@ -234,7 +241,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     if args.context_turns < 1:
         raise ConfigError(f"--context-turns must be at least 1 (got {args.context_turns})")
-    translator = load_translator(args.run_dir, args.quantize, args.device, args.precision)
+    translator = load_translator(args.run_dir, args.quantize, args.device, args.precision,
+                                 text_for="chat")
     decode = decode_overrides(args)
     translator.decode_options(**decode)  # bad options fail before the first turn
     session = ChatSession(translator, args.context_turns, args.separator, decode)
