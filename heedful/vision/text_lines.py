@@ -10,6 +10,7 @@ so its score measures reading unseen type, the case an OCR engine meets.
 Layout of ``DIR`` (that of :mod:`heedful.manifest`)::
 
     train.tsv dev.tsv test.tsv    images/{split}/{index:06d}.png<TAB>{text}, one per line
+    {split}.fonts.tsv             the font family<TAB>font file of each manifest line
     images/{train,dev,test}/      8-bit grayscale PNGs, height 32, variable width
     stats.json                    lines, fonts and mean width per split
     README.md                     how it was built, the fonts of each split, the licenses
@@ -154,6 +155,7 @@ def _write_split(out_dir: Path, split: str, lines: list[str], fonts: list[Font],
     for stale in folder.glob("[0-9][0-9][0-9][0-9][0-9][0-9].png"):
         stale.unlink()  # a previous, larger build's images would outlive its manifest
     rows: list[str] = []
+    families: list[str] = []
     widths: list[int] = []
     uncovered = 0
     used: dict[str, int] = {}
@@ -167,9 +169,11 @@ def _write_split(out_dir: Path, split: str, lines: list[str], fonts: list[Font],
         name = f"images/{split}/{len(rows):06d}.png"
         Image.fromarray(pixels).save(out_dir / name, format="PNG", optimize=False)
         rows.append(f"{name}\t{text}\n")
+        families.append(f"{font.family}\t{font.path.name}\n")
         widths.append(pixels.shape[1])
         used[font.family] = used.get(font.family, 0) + 1
     (out_dir / f"{split}.tsv").write_bytes("".join(rows).encode("utf-8"))
+    (out_dir / f"{split}.fonts.tsv").write_bytes("".join(families).encode("utf-8"))
     return {"lines": len(rows), "left_out": uncovered, "families": dict(sorted(used.items())),
             "mean_width": round(float(np.mean(widths)), 1) if widths else 0.0}
 
@@ -245,6 +249,14 @@ The test split's font families are never drawn in training or dev: its score is 
 unseen type. Font files of each split:
 
 {font_files}
+
+## Files
+
+    train.tsv dev.tsv test.tsv    images/{{split}}/{{index:06d}}.png<TAB>text, one per line
+                                  (path relative to this folder; UTF-8, no header)
+    train.fonts.tsv ...           font family<TAB>font file of each manifest line
+    images/{{train,dev,test}}/      8-bit grayscale PNGs, dark ink on light paper
+    stats.json                    the numbers above
 
 ## Source and license
 
