@@ -369,7 +369,9 @@ def _format_error(err: ValidationError, source: str, arch: str | None) -> str:
         if e["type"] == "extra_forbidden":
             lines.append(_unknown_key(loc, arch))
         elif e["type"] == "value_error":
-            lines.append(str(e["ctx"]["error"]) if "ctx" in e else e["msg"])
+            message = str(e["ctx"]["error"]) if "ctx" in e else e["msg"]
+            # a section's own rule (decode: n_best <= beam_size) says which section it is
+            lines.append(message if not loc or message.startswith(key) else f"{key}: {message}")
         elif e["type"] == "missing" and loc[:1] == ["model"]:
             lines.append(f"{key} is required for model.arch: {arch}")
         elif e["type"] == "union_tag_invalid":

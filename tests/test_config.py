@@ -114,7 +114,7 @@ def test_presets_are_valid_and_round_trip(name: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["decode.n_best=6"], r"n_best \(6\) cannot exceed beam_size \(5\)"),
+    (["decode.n_best=6"], r"decode: n_best \(6\) cannot exceed beam_size \(5\)"),
     (["decode.beam_size=2", "decode.repetition_penalty=1.2"], "apply to greedy search"),
 ])
 def test_decoding_rules_fail_when_the_config_loads(overrides: list[str], message: str) -> None:
