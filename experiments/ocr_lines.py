@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -147,7 +148,7 @@ def main() -> None:
         "heedful": {**scores(refs, hyps, families),
                     "lines_per_s": round(len(paths) / seconds, 1)}}
     log = (run / "train.log").read_text(encoding="utf-8").splitlines()
-    steps = [int(line.split(" step ")[1].split()[0]) for line in log if " epoch " in line]
+    steps = [int(m.group(1)) for line in log if (m := re.search(r" step (\d+)", line))]
     report["heedful"]["updates"] = max(steps, default=0)
     version = subprocess.run(["tesseract", "--version"], capture_output=True, text=True)
     report["tesseract_version"] = version.stdout.splitlines()[0] if version.stdout else "?"

@@ -210,12 +210,18 @@ def test_transcribe_writes_one_line_per_input(glyph_run: tuple[Path, Path], tmp_
     out = tmp_path / "out.txt"
     assert main(["transcribe", str(run), "-i", str(listing), "-o", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "input 3" in err and "missing.png: file not found" in err
+    assert f"heedful: error: {listing}, line 3: {tmp_path / 'missing.png'}: file not found" in err
     assert out.read_text().split("\n") == [entries[0].target, "", ""]  # the lines before it
     assert main(["transcribe", str(run), "-i", str(listing), "--skip-bad-lines",
                  "-o", str(out)]) == 0
-    assert "warning: input 3" in capsys.readouterr().err
+    assert f"warning: {listing}, line 3" in capsys.readouterr().err
     assert out.read_text().split("\n") == [entries[0].target, "", "", entries[1].target, ""]
+    # a line that is not UTF-8 stops the run after the paths before it were transcribed
+    listing.write_bytes(f"{entries[0].path}\n\n".encode() + b"\x80abc\n"
+                        + f"{entries[1].path}\n".encode())
+    assert main(["transcribe", str(run), "-i", str(listing), "-o", str(out)]) == 2
+    assert f"{listing}, line 3: invalid UTF-8" in capsys.readouterr().err
+    assert out.read_text().split("\n") == [entries[0].target, "", ""]
     assert main(["transcribe", str(run), str(entries[2].path), "--json"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["text"] == entries[2].target and record["file"] == str(entries[2].path)

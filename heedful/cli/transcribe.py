@@ -56,29 +56,49 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     overrides = decode_overrides(args)
     paths: Iterator[str] = (iter(args.files) if args.files
                             else iter_input(args.input, args.skip_bad_lines))
+    where = ("argument" if args.files
+             else f"{args.input}, line" if args.input not in (None, "-") else "stdin, line")
     with output(args.output) as out:
         number = 0
-        while chunk := list(islice(paths, CHUNK)):
-            good, error = _readable(transcriber, chunk, number, args.skip_bad_lines)
+        for chunk, stop in _chunks(paths):
+            good, error = _readable(transcriber, chunk, number, where, args.skip_bad_lines)
             results = transcriber.translate(good, **overrides) if good else []
             for path, result in zip(good, results, strict=True):
                 out.write(_line(path, result, args.json))
             if error is not None:
                 raise error
+            if stop is not None:
+                raise stop
             number += len(chunk)
     return 0
 
 
-def _readable(transcriber: Any, chunk: list[str], before: int, skip_bad: bool
+def _chunks(paths: Iterator[str]) -> Iterator[tuple[list[str], DataError | None]]:
+    """Chunks of ``CHUNK`` paths; a line the input cannot give (not UTF-8) ends the last chunk
+    with its error, so the paths before it are still transcribed."""
+    while True:
+        chunk: list[str] = []
+        try:
+            chunk.extend(islice(paths, CHUNK))
+        except DataError as err:
+            yield chunk, err
+            return
+        if not chunk:
+            return
+        yield chunk, None
+
+
+def _readable(transcriber: Any, chunk: list[str], before: int, where: str, skip_bad: bool
               ) -> tuple[list[str], DataError | None]:
     """The chunk's paths up to the first that cannot be read (and that one's error), or with
     ``skip_bad`` every path, an unreadable one replaced by "" (an empty result) and warned
-    about. ``before``: inputs before this chunk (for the line numbers)."""
+    about. ``before``: inputs before this chunk; ``where``: how to name an input ("FILE,
+    line"), before its number."""
     good: list[str] = []
     for offset, path in enumerate(chunk):
         if path.strip():
             try:
-                transcriber.reader.read(path.strip(), f"input {before + offset + 1}")
+                transcriber.reader.read(path.strip(), f"{where} {before + offset + 1}")
             except DataError as err:
                 if not skip_bad:
                     return good, err
