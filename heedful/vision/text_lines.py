@@ -201,7 +201,7 @@ def build_text_lines(out_dir: Path, seed: int = 1, train: int = 20000, dev: int 
     for split in SPLITS:
         rng = np.random.default_rng([seed, STREAMS[split]])
         lines = wrap_lines(_verses(split))
-        if split == "train":  # a sample of the ~100k lines, in corpus order
+        if split == "train":  # a sample of the 109,243 lines, in corpus order
             keep = np.sort(rng.choice(len(lines), size=min(train, len(lines)), replace=False))
             lines = [lines[i] for i in keep]
         else:
