@@ -1,14 +1,17 @@
 """Reading handwritten digit strings with and without attention, one budget each.
 
-    python experiments/image_digits.py [--minutes 15] [--threads 2]
+    python experiments/image_digits.py [--minutes 15] [--threads 2] [--parallel]
         # -> docs/image_digits.json, docs/digits_by_length.png,
         #    docs/digits_attention.png
+    python experiments/image_digits.py --settings embeddings embeddings-no-augment \
+        none-embeddings --parallel --out docs/image_digits_variants.json  # the variants
 
 Builds the corpus (``heedful data digits --out data/digits``) if it is missing, trains the
 ``image-digits`` preset as it is (scaled-dot attention) and with ``model.attention=none`` (the
 decoder sees the image only through the encoder's final state, as Sutskever et al.'s
 encoder-decoder sees a sentence) for the same wall-clock budget each (``train.max_minutes``,
-one run after the other, ``--threads`` torch threads, nothing else on the machine), then
+one run after the other, ``--threads`` torch threads, nothing else on the machine; with
+``--parallel`` both at once, so each has ``--threads`` of the cores to itself), then
 scores both on the 1,200 test strings (100 of every length 1-12, written with digit images
 no training string used): exact match and CER per length, images decoded per second (greedy,
 ``--threads``), and an attention overlay of one test string. A run that has finished is
@@ -24,6 +27,7 @@ import platform
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +35,13 @@ ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "runs" / "image-digits"
 DATA = ROOT / "data" / "digits"
 DOCS = ROOT / "docs"
-SETTINGS = {"attention": [], "none": ["model.attention=none"]}
+SETTINGS = {"attention": [], "none": ["model.attention=none"],
+            # the comparisons: position embeddings instead of the preset's row encoder, with
+            # and without the preset's image distortions, and without attention
+            "embeddings": ["model.image_position=embeddings"],
+            "embeddings-no-augment": ["model.image_position=embeddings", "data.augment=null"],
+            "none-embeddings": ["model.image_position=embeddings", "model.attention=none"]}
+DEFAULT_SETTINGS = ["attention", "none"]
 
 
 def heedful(*argv: str, threads: int) -> str:
@@ -96,23 +106,34 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=15.0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--parallel", action="store_true",
+                    help="train the settings at once (each with --threads threads)")
+    ap.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=DEFAULT_SETTINGS,
+                    help="the settings to train and score (the preset's overrides)")
+    ap.add_argument("--out", default=str(DOCS / "image_digits.json"),
+                    help="where the JSON record goes")
     args = ap.parse_args()
     if not (DATA / "test.tsv").exists():
         heedful("data", "digits", "--out", str(DATA), threads=args.threads)
-    took = {name: train(name, args.minutes, args.threads) for name in SETTINGS}
-    results = {name: score(name, args.threads) for name in SETTINGS}
+    settings = args.settings
+    with ThreadPoolExecutor(len(settings) if args.parallel else 1) as pool:
+        runs = {name: pool.submit(train, name, args.minutes, args.threads) for name in settings}
+        took = {name: run.result() for name, run in runs.items()}
+    results = {name: score(name, args.threads) for name in settings}
     for name, seconds in took.items():
         results[name]["wall_seconds"] = None if seconds is None else round(seconds, 1)
-    sample = str(DATA / "images" / "test" / "000000.png")
-    heedful("attention", str(RUNS / "attention"), sample, "-o",
-            str(DOCS / "digits_attention.png"), "--device", "cpu",
-            threads=args.threads)
-    plot(results, DOCS / "digits_by_length.png")
-    record = {"command": f"python experiments/image_digits.py --minutes {args.minutes} "
-                         f"--threads {args.threads}",
+    if settings == DEFAULT_SETTINGS:
+        sample = str(DATA / "images" / "test" / "000000.png")
+        heedful("attention", str(RUNS / "attention"), sample, "-o",
+                str(DOCS / "digits_attention.png"), "--device", "cpu",
+                threads=args.threads)
+        plot(results, DOCS / "digits_by_length.png")
+    record = {"command": " ".join(["python experiments/image_digits.py", *sys.argv[1:]]),
+              "settings": {name: SETTINGS[name] for name in settings},
               "cpu": cpu_name(), "date": time.strftime("%Y-%m-%d"),
-              "minutes": args.minutes, "threads": args.threads, "results": results}
-    (DOCS / "image_digits.json").write_text(json.dumps(record, indent=1) + "\n")
+              "minutes": args.minutes, "threads": args.threads, "parallel": args.parallel,
+              "results": results}
+    Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
     for name, res in results.items():
         print(f"{name}: exact {100 * res['exact_match']:.1f}%  CER {100 * res['cer']:.2f}%  "
               f"updates {res['updates']}  images/s {res['images_per_s']}")

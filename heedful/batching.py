@@ -23,7 +23,6 @@ import numpy as np
 import torch
 
 from heedful.data import Batch
-from heedful.vision.images import ImageArray, collate
 
 
 @dataclass(frozen=True)
@@ -53,6 +52,28 @@ class TokenArray:
     def in_memory(self) -> TokenArray:
         """A copy held in memory (for a store whose files are about to go)."""
         return TokenArray(np.array(self.tokens), np.array(self.offsets), np.array(self.lengths))
+
+
+Collate = Callable[[Sequence[np.ndarray]], tuple[torch.Tensor, torch.Tensor]]
+"""Non-text inputs (images, features) -> the padded batch tensor and its (B, L) mask."""
+
+
+@dataclass(frozen=True)
+class SourceArray:
+    """N non-text training inputs (normalised images, audio features) for the batch stream:
+    ``items[i]`` an array, ``lengths[i]`` its encoder memory slots (what a batch's cost
+    counts), and ``collate``, the source's batching function (NumPy only: it runs on the
+    batch-assembling thread)."""
+
+    items: list[np.ndarray]
+    lengths: np.ndarray
+    collate: Collate
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.items[i]
 
 
 def length_order(src_lens: np.ndarray, tgt_lens: np.ndarray) -> np.ndarray:
@@ -130,6 +151,8 @@ def batch_seed(seed: int, epoch: int, index: int) -> int:
 # (source rows, target rows, seed) -> new id lists: source rows end with EOS, targets are bare
 Resegmenter = Callable[[list[np.ndarray], list[np.ndarray], int],
                        tuple[list[list[int]], list[list[int]]]]
+# (a batch's images or features, seed) -> as many of the same shapes, distorted
+Augmenter = Callable[[list[np.ndarray], int], list[np.ndarray]]
 
 
 def _targets(tgt: TokenArray, members: np.ndarray, pad_id: int, bos_id: int, eos_id: int
@@ -151,16 +174,19 @@ def _targets(tgt: TokenArray, members: np.ndarray, pad_id: int, bos_id: int, eos
             int(tgt_mask.sum()))
 
 
-def assemble(src: TokenArray | ImageArray, tgt: TokenArray, members: np.ndarray, pad_id: int,
-             bos_id: int, eos_id: int, links: TokenArray | None = None) -> Batch:
+def assemble(src: TokenArray | SourceArray, tgt: TokenArray, members: np.ndarray,
+             pad_id: int, bos_id: int, eos_id: int, links: TokenArray | None = None,
+             items: list[np.ndarray] | None = None) -> Batch:
     """The padded batch of examples ``members``: the same tensors as
     :func:`heedful.data.make_batch` gives for their id lists (and, with ``links``, the
-    examples' subword links as ``Batch.align``). Image sources (an :class:`ImageArray`)
-    give the (B, 1, H, W) images and their column mask (:func:`heedful.vision.images.collate`)."""
+    examples' subword links as ``Batch.align``). Non-text sources (a :class:`SourceArray`)
+    give their collated batch and mask (images: (B, 1, H, W) and the column mask); ``items``:
+    the members' inputs to collate instead of the stored ones (distorted copies)."""
     num = len(members)
     tgt_in_t, tgt_out_t, tgt_mask_t, num_tokens = _targets(tgt, members, pad_id, bos_id, eos_id)
-    if isinstance(src, ImageArray):
-        src_t, src_mask_t = collate([src[i] for i in members.tolist()])
+    if isinstance(src, SourceArray):
+        src_t, src_mask_t = src.collate(
+            items if items is not None else [src[i] for i in members.tolist()])
         return Batch(src_t, src_mask_t, tgt_in_t, tgt_out_t, tgt_mask_t, num_tokens)
     src_ids = np.full((num, int(src.lengths[members].max())), pad_id, dtype=np.int64)
     for row, i in enumerate(members.tolist()):
@@ -187,12 +213,13 @@ class BatchStream:
     :meth:`position` are the same either way. ``pin_memory``: page-locked batches, for a fast
     copy to a CUDA device. ``resegment``: a :class:`~heedful.subword_sampling.SubwordSampler`
     (subword regularization), called with each batch's rows and a seed from (seed, epoch,
-    index). Call :meth:`close` to stop the thread.
+    index); ``augment``: an :class:`~heedful.vision.augment.ImageAugmenter`, called with each
+    batch's images and that seed. Call :meth:`close` to stop the thread.
     """
 
     def __init__(
         self,
-        src: TokenArray | ImageArray | Sequence[Sequence[int]],
+        src: TokenArray | SourceArray | Sequence[Sequence[int]],
         tgt: TokenArray | Sequence[Sequence[int]],
         batch_tokens: int,
         seed: int,
@@ -206,16 +233,20 @@ class BatchStream:
         after_batch: Callable[[], None] | None = None,
         links: TokenArray | None = None,
         resegment: Resegmenter | None = None,
+        augment: Augmenter | None = None,
     ) -> None:
-        self.src = src if isinstance(src, TokenArray | ImageArray) else TokenArray.from_lists(src)
+        self.src = (src if isinstance(src, TokenArray | SourceArray)
+                    else TokenArray.from_lists(src))
         self.tgt = tgt if isinstance(tgt, TokenArray) else TokenArray.from_lists(tgt)
         self.links = links
         if resegment is not None and links is not None:
             raise ValueError("links are indices into the stored segmentation: they cannot "
                              "follow a resegmented batch")
-        if resegment is not None and isinstance(self.src, ImageArray):
-            raise ValueError("subword sampling resegments source text; the source is images")
-        self.resegment = resegment
+        if resegment is not None and isinstance(self.src, SourceArray):
+            raise ValueError("subword sampling resegments source text; the source is not text")
+        if augment is not None and not isinstance(self.src, SourceArray):
+            raise ValueError("augmentation distorts images or audio; the source is text")
+        self.resegment, self.augment = resegment, augment
         self.plan = BatchPlan.build(self.src.lengths, self.tgt.lengths, batch_tokens, order,
                                     sizes)
         self.seed = seed
@@ -248,7 +279,12 @@ class BatchStream:
         """The batch at a position: a pure function of (seed, epoch, index). ``order``: the
         epoch's batch order, if the caller keeps it."""
         members = self.plan[(order or self.epoch_order(epoch))[index]]
-        if self.resegment is None:
+        if self.augment is not None:
+            assert isinstance(self.src, SourceArray)
+            items = self.augment([self.src[i] for i in members.tolist()],
+                                 batch_seed(self.seed, epoch, index))
+            batch = assemble(self.src, self.tgt, members, *self.ids, items=items)
+        elif self.resegment is None:
             batch = assemble(self.src, self.tgt, members, *self.ids, links=self.links)
         else:
             rows = members.tolist()

@@ -356,7 +356,7 @@ def _start_run_dir(run_dir: Path, out_dir: Path) -> None:
 def export_run(run_dir: Path, out_dir: Path, half: bool = True) -> Path:
     """Copy a run's best checkpoint into a new self-contained run directory for inference:
     config, tokenizer, weights (fp16 if ``half``), no optimizer."""
-    from heedful.config import image_height_of, load_config
+    from heedful.config import frontend_of, load_config
     from heedful.nn.architectures import build_model
     from heedful.tokenizer import Tokenizer
 
@@ -364,7 +364,7 @@ def export_run(run_dir: Path, out_dir: Path, half: bool = True) -> Path:
     config = load_config(run_dir / "config.yaml")
     tokenizer = Tokenizer.load(run_dir)
     model = build_model(config.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size,
-                        image_height=image_height_of(config))
+                        frontend=frontend_of(config))
     load_model_weights(model, ckpt)
     state = verify_checkpoint(ckpt)
     keep: dict[str, Any] = {k: state[k] for k in
@@ -380,7 +380,7 @@ def average_run(run_dir: Path, out_dir: Path, last: int, half: bool = False) -> 
     """Average the weights of the run's ``last`` newest intact checkpoints (Junczys-Dowmunt
     et al. 2016; what fairseq, OpenNMT-py and Marian ship) into a new self-contained run
     directory: config, tokenizer, one averaged checkpoint (no optimizer)."""
-    from heedful.config import image_height_of, load_config
+    from heedful.config import frontend_of, load_config
     from heedful.nn.architectures import build_model
     from heedful.tokenizer import Tokenizer
 
@@ -415,7 +415,7 @@ def average_run(run_dir: Path, out_dir: Path, last: int, half: bool = False) -> 
     config = load_config(run_dir / "config.yaml")
     tokenizer = Tokenizer.load(run_dir)
     model = build_model(config.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size,
-                        image_height=image_height_of(config))
+                        frontend=frontend_of(config))
     model.load_state_dict(averaged)
     _start_run_dir(run_dir, out_dir)
     last_state = verify_checkpoint(chosen[-1])

@@ -19,14 +19,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from heedful.audio.features import AudioConfig
+from heedful.data_config import DataConfig, StrictSection
 from heedful.decoding.options import DecodeOptions
 from heedful.errors import ConfigError
 from heedful.nn.architectures import (
     ARCHITECTURES,
     DEFAULT_ARCH,
     AnyModelConfig,
+    Frontend,
     drop_other_architectures_defaults,
     owner_architectures,
 )
@@ -35,76 +38,7 @@ from heedful.tokenizer import TokenizerConfig
 from heedful.yaml_problems import YAML_PROBLEMS, yaml_problem
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True,
-                              use_attribute_docstrings=True)
-
-
-class SplitConfig(_Strict):
-    """One split of a user corpus: two line-aligned files, or one TSV/JSONL file."""
-
-    src: str | None = None
-    """format: text: the source-side file (plain or ``.gz``), one sentence a line."""
-    tgt: str | None = None
-    """format: text: the target-side file, line-aligned with ``src``."""
-    path: str | None = None
-    """format: tsv or jsonl: the one file holding both sides (plain or ``.gz``)."""
-    split: str | None = None
-    """format: hf only: the Hugging Face split name (default: train / dev / test)."""
-    alignments: str | None = None
-    """train only, format text or tsv (or a bundled dataset): word alignments of the training
-    pairs in Pharaoh format (``i-j``: 0-based source word i, target word j; words split on
-    whitespace), one line per input line (``heedful align-corpus`` writes one); what
-    ``train.guided_alignment_weight`` supervises attention with."""
-
-
-class DataConfig(_Strict):
-    """The ``data`` section: where the training, dev and test pairs come from, and the
-    filters on training pairs."""
-
-    dataset: str | None = "bible-es-en"
-    """A bundled dataset by name; ``None`` to use ``train``/``dev``/``test`` below (or
-    ``dir``)."""
-    source: Literal["text", "image"] = "text"
-    """What the model reads: ``text`` (source sentences), or ``image`` (image files listed in
-    the manifests of ``dir``: :mod:`heedful.manifest`, read by :mod:`heedful.vision`)."""
-    dir: str | None = None
-    """source: image: the corpus folder holding the manifests ``train.tsv``, ``dev.tsv`` and
-    ``test.tsv`` (each line: a file path relative to the folder, a tab, the target text)."""
-    image_height: int = Field(32, ge=16, multiple_of=16)
-    """source: image: every image is scaled to this height (the width follows its aspect
-    ratio); a multiple of 16, the image encoder's vertical downsampling."""
-    format: Literal["text", "tsv", "jsonl", "hf"] = "text"
-    """How the ``train``/``dev``/``test`` splits are stored: two line-aligned text files, one
-    TSV or JSONL file, or a Hugging Face dataset."""
-    hf_dataset: str | None = None
-    """format: hf: a Hugging Face dataset: a ``save_to_disk`` directory, data files, or a Hub
-    name (needs network and ``pip install 'heedful[hf]'``)."""
-    train: SplitConfig | None = None
-    """The training split (required when ``dataset`` is ``None``)."""
-    dev: SplitConfig | None = None
-    """The dev split, validated on every ``train.valid_every`` updates; none: no validation
-    (every checkpoint counts as the best)."""
-    test: SplitConfig | None = None
-    """The test split (``heedful evaluate --split test``)."""
-    src_field: str = "src"
-    """JSONL/HF key (dotted = nested, e.g. ``translation.de``) or TSV column index (as a
-    string) of the source side."""
-    tgt_field: str = "tgt"
-    """Like ``src_field``, for the target side."""
-    max_src_len: int | None = Field(200, gt=0)
-    """Training pairs with more source subwords than this are dropped (counted)."""
-    max_tgt_len: int | None = Field(200, gt=0)
-    """Training pairs with more target subwords than this are dropped (counted)."""
-    max_len_ratio: float | None = Field(None, gt=0)
-    """Drop training pairs whose subword length ratio (either way) exceeds this."""
-    train_limit: int | None = Field(None, gt=0)
-    """Use only the first N training pairs (quick experiments, tests)."""
-    dev_limit: int | None = Field(None, gt=0)
-    """Validate on the first N dev pairs only (BLEU during training is the slow part)."""
-
-
-class TrainConfig(_Strict):
+class TrainConfig(StrictSection):
     """The ``train`` section: optimizer, learning-rate schedule, budgets, validation and
     checkpoints, logging, devices and precision."""
 
@@ -203,7 +137,7 @@ class TrainConfig(_Strict):
         return self
 
 
-class Config(_Strict):
+class Config(StrictSection):
     name: str = "heedful"
     """The run's name; ``heedful train`` writes to ``runs/NAME`` unless ``--run-dir`` is given."""
     data: DataConfig = DataConfig()
@@ -280,15 +214,21 @@ def _check_source(cfg: Config) -> None:
     end, and none of the options that only make sense for source text."""
     d, m = cfg.data, cfg.model
     channels_default = type(m).model_fields["image_channels"].default
+    for key, is_set, source in (
+            ("model.image_channels", m.image_channels != channels_default, "image"),
+            ("model.image_position", m.image_position != "embeddings", "image"),
+            ("data.augment", d.augment is not None, "image"),
+            ("data.audio", d.audio is not None, "audio"),
+            ("model.ctc_weight", m.ctc_weight is not None, "audio")):
+        if is_set and d.source != source:
+            raise ValueError(f"{key} applies only to data.source: {source}")
     if d.source == "text":
         if d.dir is not None:
-            raise ValueError("data.dir applies only to data.source: image (text corpora are "
-                             "named by data.dataset or data.train/dev/test)")
-        if m.image_channels != channels_default:
-            raise ValueError("model.image_channels applies only to data.source: image")
+            raise ValueError("data.dir applies only to data.source: image or audio (text "
+                             "corpora are named by data.dataset or data.train/dev/test)")
         if cfg.train.early_stopping_metric == "cer":
             raise ValueError("train.early_stopping_metric: cer is computed for non-text "
-                             "sources (data.source: image); use bleu, chrf or loss")
+                             "sources (data.source: image or audio); use bleu, chrf or loss")
         return
     if d.dir is None:
         raise ValueError(f"data.source: {d.source} needs data.dir (the folder with train.tsv, "
@@ -302,7 +242,7 @@ def _check_source(cfg: Config) -> None:
                          f"{', '.join(named)}")
     if m.arch not in ("rnn", "transformer"):
         raise ValueError(f"data.source: {d.source} needs model.arch rnn or transformer (the "
-                         f"architectures with an image encoder); got {m.arch!r}")
+                         f"architectures with an image and audio encoder); got {m.arch!r}")
     for key in ("copy_attention", "share_embeddings"):
         if getattr(m, key):
             raise ValueError(f"model.{key} needs source text; data.source is {d.source}")
@@ -317,9 +257,13 @@ def _check_source(cfg: Config) -> None:
                          f"{d.source}")
 
 
-def image_height_of(cfg: Config) -> int | None:
-    """The image height the run's model reads (None: the source is text)."""
-    return cfg.data.image_height if cfg.data.source == "image" else None
+def frontend_of(cfg: Config) -> Frontend | None:
+    """What the run's model reads in front of its architecture (None: the source is text)."""
+    if cfg.data.source == "image":
+        return Frontend("image", cfg.data.image_height)
+    if cfg.data.source == "audio":
+        return Frontend("audio", (cfg.data.audio or AudioConfig()).n_mels)
+    return None
 
 
 # --------------------------------------------------------------------------- loading

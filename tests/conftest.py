@@ -57,6 +57,6 @@ def check_exact_resume(tmp_path: Path):
             torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
         train(plain, base, 6)
         c = weights(plain)
-        assert any(not torch.allclose(a[n], c[n]) for n in a)
+        assert any(not torch.allclose(a[n], c[n]) for n in a if n in c)
 
     return check

@@ -16,7 +16,7 @@ from PIL import Image
 from heedful.config import load_config
 from heedful.errors import ConfigError, DataError
 from heedful.manifest import read_manifest
-from heedful.nn.architectures import build_model, model_config
+from heedful.nn.architectures import Frontend, build_model, model_config
 from heedful.presets import get_preset
 from heedful.vision.encoder import ImageEncoder
 from heedful.vision.images import collate, normalise, read_image
@@ -80,14 +80,17 @@ def test_encoder_memory_mask_and_slot_boxes() -> None:
     assert boxes[-1].tolist() == [36, 16, 40, 32]
 
 
-@pytest.mark.parametrize("arch", ["rnn", "transformer"])
-def test_a_padded_batch_of_images_equals_each_alone(arch: str) -> None:
+@pytest.mark.parametrize(("arch", "position"), [("rnn", "embeddings"),
+                                                ("transformer", "embeddings"),
+                                                ("rnn", "row_encoder")])
+def test_a_padded_batch_of_images_equals_each_alone(arch: str, position: str) -> None:
     torch.manual_seed(0)
     extra = {"attention": "multihead", "attention_heads": 2, "ff_dim": 64} \
         if arch == "transformer" else {}
     model = build_model(model_config(arch=arch, embed_dim=32, hidden_dim=32,
-                                     image_channels=(4, 8, 8, 16), **extra), 8, 8,
-                        image_height=32).eval()
+                                     image_channels=(4, 8, 8, 16), image_position=position,
+                                     **extra), 8, 8,
+                        frontend=Frontend("image", 32)).eval()
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (32, w), dtype=np.uint8) for w in (48, 20, 32)]
     src, mask = collate(images)
@@ -128,6 +131,7 @@ def test_manifest_errors_name_the_manifest_and_line(tmp_path: Path, line: str,
 
 
 def test_a_corrupt_image_in_training_data_names_the_manifest_line(tmp_path: Path) -> None:
+    from heedful.sources import reader_for
     from heedful.vision.data import prepare_image_data
 
     data = write_glyph_corpus(tmp_path / "data", {"train": 3, "dev": 2})
@@ -135,7 +139,7 @@ def test_a_corrupt_image_in_training_data_names_the_manifest_line(tmp_path: Path
     cfg = load_config(None, [f"data.dir={data}", "data.image_height=16"],
                       base=get_preset("image-digits"))
     with pytest.raises(DataError, match=r"train\.tsv line 2: .*00001\.png: not an image"):
-        prepare_image_data(cfg, tmp_path / "run")
+        prepare_image_data(cfg, tmp_path / "run", reader_for(cfg))
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
@@ -162,6 +166,8 @@ def test_image_options_are_refused_for_text_sources() -> None:
         load_config(None, ["train.early_stopping_metric=cer"])
     with pytest.raises(ConfigError, match="model.image_channels applies only"):
         load_config(None, ["model.image_channels=[8,8,8,8]"])
+    with pytest.raises(ConfigError, match="model.image_position applies only"):
+        load_config(None, ["model.image_position=row_encoder"])
 
 
 # ---------------------------------------------------------------------- end to end
@@ -179,7 +185,8 @@ def glyph_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         f"data.dir={data}", "data.image_height=16", "model.embed_dim=64",
         "model.hidden_dim=64", "model.image_channels=[8,16,16,32]", "model.dropout=0",
         "train.batch_tokens=600", "train.max_steps=160", "train.valid_every=40",
-        "train.lr=0.005", "train.warmup_steps=20", "train.threads=1"],
+        "train.lr=0.005", "train.warmup_steps=20", "train.threads=1",
+        "train.schedule=constant", "data.augment=null"],
         base=get_preset("image-digits"))
     train(cfg, root / "run")
     return root / "run", data

@@ -52,7 +52,8 @@ def register(subparsers: Subparsers) -> None:
     p = subparsers.add_parser("attention", help="plot the attention of one translation (or "
                                                 "transcription: the image with overlays)")
     p.add_argument("run_dir")
-    p.add_argument("sentence", help="the source sentence (an image file for image runs)")
+    p.add_argument("sentence", help="the source sentence (an image or WAV file for image or "
+                                    "audio runs)")
     p.add_argument("-o", "--output", default="attention.png")
     p.add_argument("--head", type=int, default=None, help="one head (default: mean of heads)")
     p.add_argument("--layer", type=int, default=-1, help="decoder layer (default: the last)")
@@ -175,6 +176,8 @@ def cmd_attention(args: argparse.Namespace) -> int:
     translator = load_translator(args.run_dir, args.quantize, args.device, args.precision)
     result = translator.translate([args.sentence], return_attention=True,
                                   **decode_overrides(args))[0]
+    if translator.config.data.source == "audio" and result.attention is not None:
+        return _audio_attention(args, result, translator)
     if translator.config.data.source != "text" and result.attention is not None:
         return _image_attention(args, result)
     if result.attention is None:
@@ -212,14 +215,7 @@ def _image_attention(args: argparse.Namespace, result: Any) -> int:
 
     from heedful.analysis.image_attention import image_attention_html, plot_image_attention
 
-    attention = result.attention.float()  # (T_out, L, H, S)
-    _, layers, heads, _ = attention.shape
-    if not -layers <= args.layer < layers:
-        raise ConfigError(f"--layer {args.layer}: the model has {layers} layer(s)")
-    if args.head is not None and not -heads <= args.head < heads:
-        raise ConfigError(f"--head {args.head}: the model has {heads} head(s)")
-    attn = attention[:, args.layer]
-    weights = (attn.mean(1) if args.head is None else attn[:, args.head]).numpy()
+    weights = _selected_weights(args, result)
     with Image.open(args.sentence) as img:
         picture = np.asarray(img.convert("L"))
     print(result.text)
@@ -232,6 +228,35 @@ def _image_attention(args: argparse.Namespace, result: Any) -> int:
                                                      f"{result.text}")
         print(f"interactive page written to {page}")
     return 0
+
+
+def _audio_attention(args: argparse.Namespace, result: Any, translator: Any) -> int:
+    """``attention`` of an audio run: the spectrogram with each output character's attention
+    on the same time axis."""
+    from heedful.analysis.audio_attention import plot_audio_attention
+
+    weights = _selected_weights(args, result)
+    features = translator.reader.read(args.sentence)
+    print(result.text)
+    path = plot_audio_attention(features, weights, result.spans, translator.reader.hop_seconds,
+                                result.tgt_pieces, args.output, title=result.text)
+    print(f"spectrogram with attention written to {path}")
+    if args.html:
+        raise ConfigError("--html draws images and text; for audio runs write the picture "
+                          "with -o")
+    return 0
+
+
+def _selected_weights(args: argparse.Namespace, result: Any) -> Any:
+    """The (T_out, S) weights of --layer and --head (their mean without --head)."""
+    attention = result.attention.float()  # (T_out, L, H, S)
+    _, layers, heads, _ = attention.shape
+    if not -layers <= args.layer < layers:
+        raise ConfigError(f"--layer {args.layer}: the model has {layers} layer(s)")
+    if args.head is not None and not -heads <= args.head < heads:
+        raise ConfigError(f"--head {args.head}: the model has {heads} head(s)")
+    attn = attention[:, args.layer]
+    return (attn.mean(1) if args.head is None else attn[:, args.head]).numpy()
 
 
 def cmd_chat(args: argparse.Namespace) -> int:

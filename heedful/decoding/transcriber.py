@@ -16,12 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
+from heedful.audio.data import AudioReader
+from heedful.audio.encoder import AudioEncoder
 from heedful.config import Config
 from heedful.decoding.options import DecodeOptions
 from heedful.decoding.search import Hypothesis
 from heedful.decoding.translator import SOURCE_DECODERS, Translation, Translator
 from heedful.errors import ConfigError
 from heedful.nn.seq2seq import Seq2SeqModel
+from heedful.sources import SourceReader, reader_for
 from heedful.tokenizer import Tokenizer
 from heedful.vision.data import ImageReader
 from heedful.vision.images import HEIGHT_STRIDE, WIDTH_STRIDE
@@ -38,6 +41,8 @@ class Transcription(Translation):
 
     boxes: np.ndarray | None = None
     size: tuple[int, int] = (0, 0)
+    spans: np.ndarray | None = None
+    """Audio: (S, 2) float, each memory slot's (start, end) in seconds."""
 
 
 class Transcriber(Translator):
@@ -47,7 +52,7 @@ class Transcriber(Translator):
     def __init__(self, model: Seq2SeqModel, tokenizer: Tokenizer, config: Config,
                  max_positions: int | None = None, precision: str = "fp32") -> None:
         super().__init__(model, tokenizer, config, max_positions, precision)
-        self.reader = ImageReader(config.data.image_height)
+        self.reader: SourceReader = reader_for(config)
 
     def transcribe(self, inputs: Sequence[ImageInput], return_attention: bool = False,
                    progress: bool = False, **decode_overrides: object) -> list[Transcription]:
@@ -76,8 +81,8 @@ class Transcriber(Translator):
                   if isinstance(item, np.ndarray) or str(item).strip()]
         images = {i: self.reader.read(inputs[i] if isinstance(inputs[i], np.ndarray)
                                       else str(inputs[i]).strip()) for i in wanted}
-        sizes = {i: _input_size(inputs[i]) for i in wanted}
-        order = sorted(wanted, key=lambda i: -images[i].shape[1])
+        sizes = {i: self._input_size(inputs[i]) for i in wanted}
+        order = sorted(wanted, key=lambda i: -self.reader.size(images[i]))
         generator = None
         if opts.sample:
             from heedful.decoding.sampling import make_generator
@@ -101,8 +106,13 @@ class Transcriber(Translator):
             bar.close()
         return results
 
+    @staticmethod
+    def _input_size(item: ImageInput) -> tuple[int, int]:
+        return _input_size(item)
+
     def _to_transcription(self, image: np.ndarray, size: tuple[int, int],
                           nbest: list[Hypothesis]) -> Transcription:
+        assert isinstance(self.reader, ImageReader)
         best, tok = nbest[0], self.tokenizer
         columns, rows = image.shape[1] // WIDTH_STRIDE, self.reader.rows
         col, row = np.divmod(np.arange(columns * rows), rows)
@@ -129,4 +139,29 @@ def _input_size(item: ImageInput) -> tuple[int, int]:
         return img.size
 
 
+class Listener(Transcriber):
+    """Audio in, text out: a :class:`Transcriber` whose inputs are WAV paths or 1-D sample
+    arrays at the run's rate, and whose results place each memory slot in time
+    (:attr:`Transcription.spans`) instead of on a picture."""
+
+    @staticmethod
+    def _input_size(item: ImageInput) -> tuple[int, int]:
+        return (0, 0)
+
+    def _to_transcription(self, features: np.ndarray, size: tuple[int, int],
+                          nbest: list[Hypothesis]) -> Transcription:
+        assert isinstance(self.reader, AudioReader)
+        best, tok = nbest[0], self.tokenizer
+        frames = features.shape[0]
+        spans = AudioEncoder.slot_spans_of(frames, self.reader.hop_seconds)
+        return Transcription(
+            text=tok.decode_tgt(best.tokens), score=best.norm_score,
+            n_best=[(tok.decode_tgt(h.tokens), h.norm_score) for h in nbest],
+            src_pieces=[f"{a:.2f}s" for a in spans[:, 0].tolist()],
+            tgt_pieces=tok.tgt_pieces(best.tokens),
+            attention=None if best.attention is None else best.attention.cpu(),
+            num_tokens=len(best.tokens), spans=spans)
+
+
 SOURCE_DECODERS["image"] = Transcriber
+SOURCE_DECODERS["audio"] = Listener

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from torch import Tensor
 
 from heedful.checkpoint import CheckpointError, find_checkpoint, load_model_weights
-from heedful.config import Config, ConfigError, image_height_of, load_config
+from heedful.config import Config, ConfigError, frontend_of, load_config
 from heedful.data import pad
 from heedful.decoding.constrained import constrained_beam_search
 from heedful.decoding.options import DecodeOptions
@@ -115,7 +115,7 @@ class Translator:
         ckpt = find_checkpoint(run_dir, which)
         tokenizer = Tokenizer.load(run_dir)
         model = build_model(config.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size,
-                        image_height=image_height_of(config))
+                        frontend=frontend_of(config))
         load_model_weights(model, ckpt)  # read into the CPU model: a GPU-saved run loads anywhere
         return translator_for(model.to(target), tokenizer, config, precision=precision)
 

@@ -95,25 +95,51 @@ def model_config(**fields: Any) -> ModelConfig:
     return arch.config.model_validate(raw)
 
 
+@dataclass(frozen=True)
+class Frontend:
+    """What a model reads when it is not text (:func:`heedful.config.frontend_of`):
+    ``kind`` ``image`` (``size``: the image height) or ``audio`` (``size``: mel bands per
+    frame)."""
+
+    kind: str
+    size: int
+
+
 def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int,
                 src_to_tgt: Sequence[int] | None = None,
-                image_height: int | None = None) -> Seq2SeqModel:
+                frontend: Frontend | None = None) -> Seq2SeqModel:
     """Look the architecture's builder up, build the model and initialise its weights.
 
     ``src_to_tgt``: the tokenizer's source-to-target id map (``Tokenizer.src_to_tgt()``), used
     by the copy mechanism; a loaded checkpoint restores it with the weights.
-    ``image_height``: the model reads images of that height (``data.source: image``, see
-    :func:`heedful.config.image_height_of`): the architecture's model behind an image
-    encoder (:class:`heedful.vision.model.ImageToText`)."""
+    ``frontend``: the model reads images or audio: the architecture's model behind an image
+    or audio encoder (:class:`heedful.vision.model.ImageToText`)."""
     model = ARCHITECTURES[cfg.arch].build(cfg, src_vocab_size, tgt_vocab_size, src_to_tgt)
-    if image_height is not None:
+    if frontend is not None and frontend.kind == "image":
         from heedful.vision.encoder import ImageEncoder
         from heedful.vision.model import ImageToText
 
-        frontend = ImageEncoder(image_height, cfg.embed_dim, cfg.image_channels, cfg.dropout)
-        model = ImageToText(frontend, model)
+        model = ImageToText(ImageEncoder(frontend.size, cfg.embed_dim, cfg.image_channels,
+                                         cfg.dropout, cfg.image_position), model)
+    elif frontend is not None:
+        from heedful.audio.encoder import AudioEncoder
+        from heedful.vision.model import ImageToText
+
+        model = ImageToText(AudioEncoder(frontend.size, cfg.embed_dim, cfg.audio_channels,
+                                         cfg.dropout), model)
+        if cfg.ctc_weight is not None:
+            model.add_ctc(_memory_dim(cfg), tgt_vocab_size, cfg.ctc_weight)
     _init_weights(model)
     return model
+
+
+def _memory_dim(cfg: ModelConfig) -> int:
+    """The width of the encoder states the decoder attends over."""
+    if isinstance(cfg, RNNConfig):
+        per_direction = cfg.encoder_hidden_dim or (
+            cfg.hidden_dim // 2 if cfg.bidirectional else cfg.hidden_dim)
+        return per_direction * (2 if cfg.bidirectional else 1)
+    return cfg.embed_dim
 
 
 def _init_weights(model: nn.Module) -> None:

@@ -11,6 +11,8 @@ option comes from the registry entries in :mod:`heedful.nn.attention`.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -69,6 +71,17 @@ class ModelConfig(BaseModel):
     image_channels: tuple[PositiveInt, PositiveInt, PositiveInt, PositiveInt] = (16, 32, 64, 128)
     """data.source: image: the channels of the image encoder's four convolution stages
     (:mod:`heedful.vision.encoder`)."""
+    audio_channels: PositiveInt = 32
+    """data.source: audio: the channels of the audio encoder's two subsampling convolutions
+    (:mod:`heedful.audio.encoder`)."""
+    ctc_weight: float | None = Field(None, gt=0)
+    """data.source: audio: add this weight x a CTC loss over the encoder's memory to the
+    training loss (joint CTC-attention, Kim et al. 2017): the monotonic alignment CTC forces
+    helps attention find its way through long utterances (None: off)."""
+    image_position: Literal["embeddings", "row_encoder"] = "embeddings"
+    """data.source: image: how the image encoder's cells learn where they are: a learned row
+    embedding plus a sinusoidal column encoding (``embeddings``), or a bidirectional GRU along
+    each row of cells started from a learned state per row (``row_encoder``, as im2markup's)."""
 
     @field_validator("attention")
     @classmethod

@@ -13,14 +13,14 @@ from heedful.config import Config
 from heedful.data import Corpus, make_batch
 from heedful.decoding.translator import translator_for
 from heedful.nn.seq2seq import Seq2SeqModel
+from heedful.sources import SourceReader, reader_for
 from heedful.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from heedful.training.step import loss_sum, to_device
-from heedful.vision.data import ImageReader
 
 
 @torch.inference_mode()
 def dev_loss(model: Seq2SeqModel, tokenizer: Tokenizer, dev: Corpus, batch_tokens: int,
-             image_reader: ImageReader | None = None) -> float:
+             image_reader: SourceReader | None = None) -> float:
     """Mean per-token cross-entropy (no smoothing) on the dev set; leaves the model in
     training mode. ``image_reader``: the dev sources are image paths, read with it."""
     model.eval()
@@ -74,7 +74,7 @@ class DevScores:
 def score_dev(model: Seq2SeqModel, tokenizer: Tokenizer, dev: Corpus, cfg: Config) -> DevScores:
     """Dev loss (batches of ``train.batch_tokens``), then greedy translations of the dev
     sources scored against the references; leaves the model in training mode."""
-    reader = None if cfg.data.source == "text" else ImageReader(cfg.data.image_height)
+    reader = None if cfg.data.source == "text" else reader_for(cfg)
     loss = dev_loss(model, tokenizer, dev, cfg.train.batch_tokens, reader)
     hyps = translator_for(model, tokenizer, cfg).translate_lines(dev.src, beam_size=1,
                                                                  n_best=1)

@@ -83,15 +83,17 @@ def prepare_data(cfg: Config, run_dir: Path, tokenizer_from: Path | None = None,
     """The run directory's tokenizer, store and dev corpus, the store built first if it is
     missing or stale (:func:`ensure_store`). ``check=False`` opens the store as it is,
     without the staleness check or checksums (a DDP rank > 0, after rank 0 checked).
-    Image sources are read into memory instead (:func:`heedful.vision.data.prepare_image_data`)."""
-    if cfg.data.source == "image":
+    Image and audio sources are read into memory instead
+    (:func:`heedful.vision.data.prepare_image_data`)."""
+    if cfg.data.source != "text":
+        from heedful.sources import reader_for
         from heedful.vision.data import prepare_image_data
 
         # rank > 0 (check=False) loads the tokenizer rank 0 has just trained or kept
-        tok, images, dev, dropped = prepare_image_data(cfg, run_dir, tokenizer_from,
-                                                       keep_tokenizer=not check)
-        return PreparedData(tok, images, dev, dropped,
-                            built_because="image corpora are read into memory for each run")
+        tok, inputs, dev, dropped = prepare_image_data(cfg, run_dir, reader_for(cfg),
+                                                       tokenizer_from, keep_tokenizer=not check)
+        return PreparedData(tok, inputs, dev, dropped, built_because=(
+            f"{cfg.data.source} corpora are read into memory for each run"))
     reason = ensure_store(cfg, run_dir, tokenizer_from, workers) if check else None
     # a store built just now was hashed as it was written: no need to read it back
     store = open_store(run_dir, verify=check and reason is None)

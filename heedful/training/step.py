@@ -54,24 +54,32 @@ def loss_sum(model: Seq2SeqModel, batch: Batch, label_smoothing: float,
              guided: GuidedAlignment | None = None) -> torch.Tensor:
     """Label-smoothed cross-entropy summed over real target tokens (padding ignored), plus
     ``coverage_weight`` x the coverage loss (See et al. 2017) when given, plus the guided
-    alignment loss of the batch's links (``batch.align``) when ``guided`` is given."""
+    alignment loss of the batch's links (``batch.align``) when ``guided`` is given, plus,
+    in training, the model's joint CTC loss if it has one (``model.ctc_weight``)."""
     attention = None
     needs_weights = coverage_weight is not None or (guided is not None
                                                     and batch.align is not None)
-    if not needs_weights and _fuses_output_layer(model):
+    # joint CTC (model.ctc_weight, audio models) needs the encoder output; training only
+    ctc_weight = getattr(model, "ctc_weight", None) if model.training else None
+    if not needs_weights and ctc_weight is None and _fuses_output_layer(model):
         split = model.output_features(batch.src, batch.src_mask, batch.tgt_in)
         if split is not None:
             features, output = split
             return linear_smoothed_cross_entropy_sum(
                 features.reshape(-1, features.size(-1)), output.weight, output.bias,
                 batch.tgt_out.reshape(-1), label_smoothing, PAD_ID)
-    if not needs_weights:
+    encoded = None
+    if not needs_weights and ctc_weight is None:
         logits = model(batch.src, batch.src_mask, batch.tgt_in)
     else:
-        state = model.init_state(model.encode(batch.src, batch.src_mask))
-        logits, attention, _ = model.decode(batch.tgt_in, state, need_weights=True)
+        encoded = model.encode(batch.src, batch.src_mask)
+        logits, attention, _ = model.decode(batch.tgt_in, model.init_state(encoded),
+                                            need_weights=needs_weights)
     loss = smoothed_cross_entropy_sum(logits.reshape(-1, logits.size(-1)),
                                       batch.tgt_out.reshape(-1), label_smoothing, PAD_ID)
+    if ctc_weight is not None:
+        ctc_loss = getattr(model, "ctc_loss")  # noqa: B009 (an image/audio model's method)
+        loss = loss + ctc_weight * ctc_loss(encoded, batch.tgt_out, batch.tgt_mask)
     if attention is not None and coverage_weight is not None:
         # (B, T, L, H, S) -> the last layer, averaged over heads: (B, T, S)
         loss = loss + coverage_weight * coverage_loss(attention[:, :, -1].mean(2), batch.tgt_mask)

@@ -41,12 +41,13 @@ from heedful.checkpoint import (
     newest_intact,
     save_checkpoint,
 )
-from heedful.config import Config, TrainConfig, image_height_of, load_config, save_config
+from heedful.config import Config, TrainConfig, frontend_of, load_config, save_config
 from heedful.data import Batch
 from heedful.decoding.translator import resolve_run_dir, translator_for
 from heedful.errors import TrainError
 from heedful.nn.architectures import build_model, count_parameters
 from heedful.nn.seq2seq import Seq2SeqModel
+from heedful.sources import augmenter_for
 from heedful.subword_sampling import SubwordSampler
 from heedful.tokenizer import BOS_ID, EOS_ID, PAD_ID, SAMPLING_FIELDS
 from heedful.training import distributed
@@ -136,7 +137,7 @@ class Trainer:
         tok = data.tokenizer
         model = build_model(cfg.model, tok.src_vocab_size, tok.tgt_vocab_size,
                             tok.src_to_tgt() if cfg.model.copy_attention else None,
-                            image_height=image_height_of(cfg))
+                            frontend=frontend_of(cfg))
         if init_dir is not None:
             load_model_weights(model, find_checkpoint(init_dir))
             reporter.initialised_from(init_dir)
@@ -150,7 +151,8 @@ class Trainer:
                              after_batch=store.release_pages,
                              links=store.links if tc.guided_alignment_weight else None,
                              resegment=SubwordSampler.from_config(
-                                 cfg.tokenizer, tok, cfg.data.max_src_len, cfg.data.max_tgt_len))
+                                 cfg.tokenizer, tok, cfg.data.max_src_len, cfg.data.max_tgt_len),
+                             augment=None if cfg.data.source == "text" else augmenter_for(cfg))
         state = (_resume(run_dir, model, optimizer, reporter) if resume
                  else TrainerState())
         stream.seek(state.epoch, state.index)

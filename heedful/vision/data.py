@@ -3,7 +3,7 @@
 What :func:`prepare_image_data` gives the trainer has the shape of a prepared text store
 (:class:`~heedful.training.prepare.PreparedData`): the tokenizer (a SentencePiece model
 trained on the training targets only — there is no source text), the training pairs as an
-:class:`~heedful.vision.images.ImageArray` beside the target :class:`TokenArray`, and the dev
+:class:`~heedful.batching.SourceArray` beside the target :class:`TokenArray`, and the dev
 split as a :class:`~heedful.data.Corpus` whose sources are the image paths.
 
 Image corpora are CPU-sized here (the digit strings: 20,000 images of 32 x ~200 pixels, about
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from heedful.batching import TokenArray
+from heedful.batching import SourceArray, TokenArray
 from heedful.config import Config
 from heedful.data import Batch, Corpus, make_batch
 from heedful.errors import DataError
@@ -34,7 +34,6 @@ from heedful.manifest import ManifestEntry, manifest_path, read_manifest
 from heedful.tokenizer import Tokenizer, sample_indices
 from heedful.vision.images import (
     HEIGHT_STRIDE,
-    ImageArray,
     collate,
     encoder_columns,
     from_array,
@@ -49,7 +48,7 @@ class ImageStore:
     """The training pairs in memory, with the attributes of a prepared text store that the
     trainer reads (no length order kept: the batch plan sorts; no links)."""
 
-    src: ImageArray
+    src: SourceArray
     tgt: TokenArray
     manifest: dict[str, Any] = field(default_factory=dict)
     order: np.ndarray | None = None
@@ -83,6 +82,12 @@ class ImageReader:
 
     def collate(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         return collate(images)
+
+    def array(self, images: list[np.ndarray]) -> SourceArray:
+        """The images as the batch stream's training inputs."""
+        sizes = np.fromiter((self.size(im) for im in images), dtype=np.int64,
+                            count=len(images))
+        return SourceArray(images, sizes, collate)
 
     def batch(self, images: Sequence[np.ndarray], targets: Sequence[Sequence[int]],
               pad_id: int, bos_id: int, eos_id: int) -> Batch:
@@ -135,14 +140,15 @@ def _tokenizer(cfg: Config, run_dir: Path, targets: list[str],
     return Tokenizer.train_on_samples(sample, None, tc, run_dir)
 
 
-def prepare_image_data(cfg: Config, run_dir: Path, tokenizer_from: Path | None = None,
-                       keep_tokenizer: bool = False
+def prepare_image_data(cfg: Config, run_dir: Path, reader: Any,
+                       tokenizer_from: Path | None = None, keep_tokenizer: bool = False
                        ) -> tuple[Tokenizer, ImageStore, Corpus | None, int]:
     """The tokenizer, the training images and targets in memory (an :class:`ImageStore`),
     the dev corpus and the number of pairs dropped (what
-    :func:`heedful.training.prepare.prepare_data` wraps). ``keep_tokenizer``: load the run
-    directory's as it is (a DDP rank after rank 0 prepared). Errors name the manifest and
-    line."""
+    :func:`heedful.training.prepare.prepare_data` wraps). ``reader``: the source's reader
+    (:func:`heedful.sources.reader_for`: images or audio, read the same way).
+    ``keep_tokenizer``: load the run directory's as it is (a DDP rank after rank 0
+    prepared). Errors name the manifest and line."""
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     entries = read_split(cfg, "train")
@@ -150,7 +156,6 @@ def prepare_image_data(cfg: Config, run_dir: Path, tokenizer_from: Path | None =
         entries = entries[: cfg.data.train_limit]
     tok = (Tokenizer.load(run_dir) if keep_tokenizer
            else _tokenizer(cfg, run_dir, [e.target for e in entries], tokenizer_from))
-    reader = ImageReader(cfg.data.image_height)
     images = [reader.read(e.path, e.where) for e in entries]
     targets = tok.encode_tgt([e.target for e in entries])
     d = cfg.data
@@ -161,10 +166,10 @@ def prepare_image_data(cfg: Config, run_dir: Path, tokenizer_from: Path | None =
         raise DataError(f"no training pairs left after length filtering "
                         f"({manifest_path(cfg.data.dir or '', 'train')}: data.max_src_len "
                         "counts an image's memory slots, data.max_tgt_len its target pieces)")
-    src = ImageArray.of([images[i] for i in keep], reader.rows)
+    src = reader.array([images[i] for i in keep])
     tgt = TokenArray.from_lists([targets[i] for i in keep])
     dropped = len(entries) - len(keep)
     counts = {"read": len(entries), "kept": len(keep), "dropped": dropped, "skipped": 0}
-    log.info("read %d training images (%d dropped by the length filters) in %.1f s",
-             len(entries), dropped, time.monotonic() - start)
+    log.info("read %d training %ss (%d dropped by the length filters) in %.1f s",
+             len(entries), cfg.data.source, dropped, time.monotonic() - start)
     return tok, ImageStore(src, tgt, {"counts": counts}), load_dev(cfg), dropped

@@ -8,15 +8,19 @@ over the grid cells exactly as a translator attends over source words::
                        ──conv3x3·BN·ReLU, pool 2x2──────► (B, C2, H/4,  W/4)
                        ──(conv3x3·BN·ReLU) x2, pool 2x1─► (B, C3, H/8,  W/4)
                        ──conv3x3·BN·ReLU, pool 2x1──────► (B, C4, H/16, W/4)
-                       ──linear C4 -> D, + row embedding + column position──► (B, S, D)
+                       ──linear C4 -> D, + 2-D position────────────────────► (B, S, D)
 
 with S = H/16 x W/4 memory slots in **column-major order** (slot = column x H' + row): the
 valid slots of a right-padded image are then a prefix of the sequence, as padded words are
 in a sentence, so the RNN encoder's packing and every mask work unchanged. 2-D position
-information: a learned embedding per row, a sinusoidal encoding of the column (images of any
-width). Padded columns are zeroed after every convolution, so an image encodes the same
-alone and inside a padded batch (in eval mode; images are padded to a multiple of 4 wide by
-:mod:`heedful.vision.images`, so pooling cuts the same columns either way).
+information (``model.image_position``): ``embeddings`` adds a learned embedding per row and a
+sinusoidal encoding of the column (images of any width); ``row_encoder`` runs a bidirectional
+GRU along each row of cells, started from a learned state per row, as im2markup's row encoder
+does (Deng et al. 2017), so a cell knows its row from the start state and its column from
+what the GRU has passed. Padded columns are zeroed after every convolution (and the row
+GRU is packed), so an image encodes the same alone and inside a padded batch (in eval mode;
+images are padded to a multiple of 4 wide by :mod:`heedful.vision.images`, so pooling cuts
+the same columns either way).
 
 Every slot keeps its box in the normalised image (:meth:`ImageEncoder.slot_boxes`), so
 attention over slots can be drawn back onto the picture.
@@ -62,7 +66,7 @@ class ImageEncoder(nn.Module):
     decoder side reads (the text model's embedding size); ``channels``: C1..C4."""
 
     def __init__(self, height: int, out_dim: int, channels: tuple[int, int, int, int],
-                 dropout: float) -> None:
+                 dropout: float, position: str = "embeddings") -> None:
         super().__init__()
         if height % HEIGHT_STRIDE:
             raise ValueError(f"image height {height} is not a multiple of {HEIGHT_STRIDE}")
@@ -72,7 +76,17 @@ class ImageEncoder(nn.Module):
         self.block3a, self.block3b = _ConvBlock(c2, c3), _ConvBlock(c3, c3)
         self.block4 = _ConvBlock(c3, c4)
         self.project = nn.Linear(c4, out_dim)
-        self.row_embed = nn.Embedding(self.rows, out_dim)
+        self.position = position
+        if position == "embeddings":
+            self.row_embed = nn.Embedding(self.rows, out_dim)
+        elif position == "row_encoder":
+            if out_dim % 2:
+                raise ValueError(f"a row encoder needs an even model.embed_dim (got {out_dim})")
+            self.row_rnn = nn.GRU(out_dim, out_dim // 2, batch_first=True, bidirectional=True)
+            # (directions, rows, D/2): each row's learned start state, both directions
+            self.row_start = nn.Parameter(torch.zeros(2, self.rows, out_dim // 2))
+        else:
+            raise ValueError(f"unknown image position encoding {position!r}")
         self.dropout = nn.Dropout(dropout)
         self.out_dim = out_dim
 
@@ -95,11 +109,28 @@ class ImageEncoder(nn.Module):
         b, _, rows, columns = x.shape
         # (B, C, H', W') -> (B, W', H', C): column-major slots
         feats = self.project(x.permute(0, 3, 2, 1))
-        feats = (feats + self.row_embed.weight[None, None, :rows]
-                 + _column_positions(columns, self.out_dim, x.device)[None, :, None].to(dtype))
+        if self.position == "row_encoder":
+            feats = self._encode_rows(feats, cols)
+        else:
+            feats = (feats + self.row_embed.weight[None, None, :rows] + _column_positions(
+                columns, self.out_dim, x.device)[None, :, None].to(dtype))
         memory = self.dropout(feats.reshape(b, columns * rows, self.out_dim))
         slot_mask = (cols > 0).repeat_interleave(rows, dim=1)
         return memory, slot_mask
+
+    def _encode_rows(self, feats: Tensor, cols: Tensor) -> Tensor:
+        """feats (B, W', H', D), cols (B, W') 0/1 -> (B, W', H', D): a bi-GRU along each of
+        the B x H' rows over the image's own columns (packed, so padding changes nothing),
+        started from the row's learned state."""
+        b, columns, rows, dim = feats.shape
+        lengths = cols.sum(1).long().clamp(min=1).repeat_interleave(rows).cpu()
+        sequences = feats.permute(0, 2, 1, 3).reshape(b * rows, columns, dim)
+        start = self.row_start.repeat(1, b, 1).to(feats.dtype).contiguous()  # (2, B x H', D/2)
+        packed = nn.utils.rnn.pack_padded_sequence(sequences, lengths, batch_first=True,
+                                                   enforce_sorted=False)
+        out, _ = self.row_rnn(packed, start)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=columns)
+        return out.reshape(b, rows, columns, dim).permute(0, 2, 1, 3)
 
     def slot_boxes(self, width: int) -> np.ndarray:
         """The box (x0, y0, x1, y1) in normalised-image pixels of every memory slot of an

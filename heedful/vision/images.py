@@ -15,7 +15,6 @@ columns.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -154,25 +153,3 @@ def collate(images: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         mask[row, : im.shape[1]] = True
     # NumPy only until here: this runs on the batch-assembling thread too
     return torch.from_numpy(batch), torch.from_numpy(mask)
-
-
-@dataclass(frozen=True)
-class ImageArray:
-    """N normalised images for the batch stream: ``images[i]`` (H, W_i) uint8, and
-    ``lengths[i]``, the encoder memory slots of image i (what a batch's cost counts)."""
-
-    images: list[np.ndarray]
-    lengths: np.ndarray
-
-    @classmethod
-    def of(cls, images: list[np.ndarray], rows_per_column: int) -> ImageArray:
-        """``rows_per_column``: the encoder's output rows (height / :data:`HEIGHT_STRIDE`)."""
-        lengths = np.fromiter((encoder_columns(im.shape[1]) * rows_per_column
-                               for im in images), dtype=np.int64, count=len(images))
-        return cls(images, lengths)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        return self.images[i]

@@ -1,0 +1,1 @@
+"""Audio as a source: WAV reading, log-mel features and the audio encoder."""
