@@ -287,3 +287,32 @@ def test_the_ctc_loss_reaches_its_head_and_only_in_training() -> None:
         plain.eval()
         # evaluation (dev loss) is the cross-entropy alone
         torch.testing.assert_close(loss_sum(model, batch, 0.0), loss_sum(plain, batch, 0.0))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_an_audio_model_trains_and_transcribes_on_cuda(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]
+                                                      ) -> None:
+    from heedful import Translator
+    from heedful.cli import main
+    from heedful.manifest import read_manifest
+
+    data = write_tone_corpus(tmp_path / "data", {"train": 120, "dev": 8, "test": 8})
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "speech-digits", f"data.dir={data}",
+                 "train.max_steps=20", "train.valid_every=20", "model.ctc_weight=0.3",
+                 "train.device=cuda", "train.tf32=false", "--run-dir", str(run),
+                 "--no-progress"]) == 0
+    cpu = Translator.from_checkpoint(run, device="cpu")
+    gpu = Translator.from_checkpoint(run, device="cuda")
+    paths = [str(e.path) for e in read_manifest(data / "test.tsv")]
+    src, mask = collate_features([cpu.reader.read(p) for p in paths])
+    tgt = torch.full((len(paths), 3), 2)
+    with torch.inference_mode():
+        expected = cpu.model(src, mask, tgt)
+        got = gpu.model(src.cuda(), mask.cuda(), tgt.cuda()).cpu()
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    capsys.readouterr()
+    assert main(["transcribe", str(run), *paths, "--device", "cuda"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == len(paths)

@@ -70,6 +70,9 @@ async def transcribe_request(worker: Any, body: TranscribeRequest, settings: Ser
     if worker.source == "text":
         raise ServeError(422, f"model: {worker.name!r} translates text (POST /translate); "
                               "transcribe needs a model trained on images")
+    if worker.source == "audio":
+        raise ServeError(422, f"model: {worker.name!r} listens to audio, which the server "
+                              "does not take yet; transcribe WAV files with heedful transcribe")
     pages = decoded_images(body.images, settings)
     _, options = request_options(body, worker.translator)
     start = time.perf_counter()
