@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from heedful.audio.features import AudioConfig
 from heedful.data_config import DataConfig, StrictSection
+from heedful.data_config import SplitConfig as SplitConfig  # re-exported: part of the config API
 from heedful.decoding.options import DecodeOptions
 from heedful.errors import ConfigError
 from heedful.nn.architectures import (

@@ -99,9 +99,11 @@ def _fields_table(fields: dict[str, FieldInfo], prefix: str) -> list[str]:
 
 
 def config_reference() -> str:
+    from heedful.audio.features import AudioConfig
     from heedful.config import Config, DataConfig, SplitConfig
     from heedful.nn.architectures import ARCHITECTURES, DEFAULT_ARCH
     from heedful.nn.model_config import ModelConfig
+    from heedful.vision.augment import AugmentConfig
 
     out = [
         "# Configuration reference", "",
@@ -127,6 +129,9 @@ def config_reference() -> str:
         if cls is DataConfig:
             out += ["### data.train, data.dev, data.test", "", _md(SplitConfig.__doc__), "",
                     *_fields_table(SplitConfig.model_fields, "data.SPLIT."), ""]
+            for key, sub in (("augment", AugmentConfig), ("audio", AudioConfig)):
+                out += [f"### data.{key}", "", _md(sub.__doc__), "",
+                        *_fields_table(sub.model_fields, f"data.{key}."), ""]
     return "\n".join(out) + "\n"
 
 
