@@ -1,0 +1,84 @@
+"""Listening to spoken digit strings with and without attention, one budget each.
+
+    python experiments/speech_digits.py [--minutes 12] [--threads 1] [--parallel]
+        # -> docs/speech_digits.json
+
+Builds the corpus (``heedful data spoken-digits --from ../shared/data/fsdd --out
+data/spoken-digits``) if it is missing, trains the ``speech-digits`` preset as it is
+(scaled-dot attention) and with ``model.attention=none`` for the same wall-clock budget each
+(``--parallel``: both at once, ``--threads`` each), then scores both on the 500 test
+utterances of the held-out speaker (50 of every length 1-10 digits): WER, CER and exact match
+per length, and the real-time factor of greedy decoding. A finished run is reused; delete
+``runs/speech-digits/NAME`` to train it again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from image_digits import cpu_name, heedful  # the same subprocess helper and CPU name
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS = ROOT / "runs" / "speech-digits"
+DATA = ROOT / "data" / "spoken-digits"
+FSDD = ROOT.parent / "shared" / "data" / "fsdd"
+SETTINGS = {"attention": [], "none": ["model.attention=none"]}
+
+
+def train(name: str, minutes: float, threads: int) -> float | None:
+    run = RUNS / name
+    if (run / "done").exists():
+        return None
+    start = time.monotonic()
+    heedful("train", "--preset", "speech-digits", f"data.dir={DATA.relative_to(ROOT)}",
+            f"train.max_minutes={minutes}", f"train.threads={threads}", *SETTINGS[name],
+            "--run-dir", str(run), "--resume", "--no-progress", threads=threads)
+    (run / "done").write_text("finished\n")
+    return time.monotonic() - start
+
+
+def score(name: str, threads: int) -> dict[str, Any]:
+    report = json.loads(heedful("evaluate", str(RUNS / name), "--split", "test", "--json",
+                                "--by-length", "--device", "cpu", threads=threads))
+    metrics = [json.loads(line) for line in
+               (RUNS / name / "metrics.jsonl").read_text().splitlines()]
+    last = [m for m in metrics if "dev_loss" in m][-1]
+    return {**report, "updates": last["step"], "train_seconds": last["train_seconds"]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--minutes", type=float, default=12.0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--parallel", action="store_true")
+    args = ap.parse_args()
+    if not (DATA / "test.tsv").exists():
+        heedful("data", "spoken-digits", "--from", str(FSDD), "--out", str(DATA),
+                threads=args.threads)
+    with ThreadPoolExecutor(len(SETTINGS) if args.parallel else 1) as pool:
+        runs = {name: pool.submit(train, name, args.minutes, args.threads) for name in SETTINGS}
+        took = {name: run.result() for name, run in runs.items()}
+    results = {name: score(name, args.threads) for name in SETTINGS}
+    for name, seconds in took.items():
+        results[name]["wall_seconds"] = None if seconds is None else round(seconds, 1)
+    record = {"command": " ".join(["python experiments/speech_digits.py", *sys.argv[1:]]),
+              "cpu": cpu_name(), "date": time.strftime("%Y-%m-%d"), "minutes": args.minutes,
+              "threads": args.threads, "parallel": args.parallel, "results": results}
+    (ROOT / "docs" / "speech_digits.json").write_text(json.dumps(record, indent=1) + "\n")
+    for name, res in results.items():
+        print(f"{name}: WER {100 * res['wer']:.1f}%  CER {100 * res['cer']:.1f}%  exact "
+              f"{100 * res['exact_match']:.1f}%  updates {res['updates']}  "
+              f"RTF {res['real_time_factor']}")
+        print("  WER by length: " + " ".join(
+            f"{r['length']}:{100 * r['wer']:.0f}" for r in res["by_length"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
