@@ -184,19 +184,13 @@ def cmd_attention(args: argparse.Namespace) -> int:
         raise CheckpointError(f"{args.run_dir}: this model has no attention to plot "
                               "(attention: none)")
     attention = result.attention.float()  # (T_out, L, H, S)
-    _, layers, heads, _ = attention.shape
-    if not -layers <= args.layer < layers:
-        raise ConfigError(f"--layer {args.layer}: the model has {layers} layer(s)")
-    if args.head is not None and not -heads <= args.head < heads:
-        raise ConfigError(f"--head {args.head}: the model has {heads} head(s)")
+    weights = _selected_weights(args, result)  # checks --layer and --head
     print(result.text)
     if args.grid:
         path = plot_attention_grid(attention.numpy(), result.src_pieces, result.tgt_pieces,
                                    args.output, title=result.text)
     else:
-        attn = attention[:, args.layer]  # (T_out, H, S)
-        weights = attn.mean(1) if args.head is None else attn[:, args.head]
-        path = plot_attention(weights.numpy(), result.src_pieces, result.tgt_pieces,
+        path = plot_attention(weights, result.src_pieces, result.tgt_pieces,
                               args.output, title=result.text)
     print(f"attention heatmap written to {path}")
     if args.html:
@@ -235,15 +229,15 @@ def _audio_attention(args: argparse.Namespace, result: Any, translator: Any) -> 
     on the same time axis."""
     from heedful.analysis.audio_attention import plot_audio_attention
 
+    if args.html:
+        raise ConfigError("--html draws images and text; for audio runs write the picture "
+                          "with -o")
     weights = _selected_weights(args, result)
     features = translator.reader.read(args.sentence)
     print(result.text)
     path = plot_audio_attention(features, weights, result.spans, translator.reader.hop_seconds,
                                 result.tgt_pieces, args.output, title=result.text)
     print(f"spectrogram with attention written to {path}")
-    if args.html:
-        raise ConfigError("--html draws images and text; for audio runs write the picture "
-                          "with -o")
     return 0
 
 

@@ -152,7 +152,7 @@ class Trainer:
                              links=store.links if tc.guided_alignment_weight else None,
                              resegment=SubwordSampler.from_config(
                                  cfg.tokenizer, tok, cfg.data.max_src_len, cfg.data.max_tgt_len),
-                             augment=None if cfg.data.source == "text" else augmenter_for(cfg))
+                             augment=augmenter_for(cfg))
         state = (_resume(run_dir, model, optimizer, reporter) if resume
                  else TrainerState())
         stream.seek(state.epoch, state.index)
