@@ -1919,8 +1919,8 @@ def fuzz_http(n: int, workdir: Path, timeout: float = 150.0, progress: bool = Fa
 
     from heedful.decoding.translator import SHIPPED_MODELS_DIR, Translator
     from heedful.serving.common import ServeError, ServeSettings
-    from heedful.serving.images import decoded_images
     from heedful.serving.server import create_app
+    from heedful.serving.transcribe import decoded_images
 
     surface = Surface("http")
     start = time.perf_counter()

@@ -2,6 +2,10 @@
 
     python experiments/speech_digits.py [--minutes 12] [--threads 1] [--parallel]
         # -> docs/speech_digits.json
+    python experiments/speech_digits.py --settings perturb perturb-none --parallel \
+        --out docs/speech_digits_perturb.json  # speed + vocal-tract perturbation
+    python experiments/speech_digits.py --settings lstm transformer --parallel \
+        --out docs/speech_digits_encoders.json  # the encoder under the subsampling
 
 Builds the corpus (``heedful data spoken-digits --from ../shared/data/fsdd --out
 data/spoken-digits``) if it is missing, trains the ``speech-digits`` preset as it is
@@ -28,7 +32,15 @@ ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "runs" / "speech-digits"
 DATA = ROOT / "data" / "spoken-digits"
 FSDD = ROOT.parent / "shared" / "data" / "fsdd"
-SETTINGS = {"attention": [], "none": ["model.attention=none"]}
+PERTURB = ["data.audio.speed_perturb=0.1", "data.audio.vtlp=0.1"]
+TRANSFORMER = ["model.arch=transformer", "model.attention=multihead",
+               "model.attention_heads=4", "model.embed_dim=192", "model.hidden_dim=192",
+               "model.ff_dim=768", "model.encoder_layers=4", "model.decoder_layers=2",
+               "train.lr=0.001", "train.warmup_steps=400"]
+SETTINGS = {"attention": [], "none": ["model.attention=none"], "perturb": PERTURB,
+            "perturb-none": [*PERTURB, "model.attention=none"],
+            "lstm": ["model.rnn_type=lstm"], "transformer": TRANSFORMER}
+DEFAULT_SETTINGS = ["attention", "none"]
 
 
 def train(name: str, minutes: float, threads: int) -> float | None:
@@ -57,20 +69,25 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=12.0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--parallel", action="store_true")
+    ap.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=DEFAULT_SETTINGS,
+                    help="the settings to train and score (the preset's overrides)")
+    ap.add_argument("--out", default=str(ROOT / "docs" / "speech_digits.json"))
     args = ap.parse_args()
+    settings = args.settings
     if not (DATA / "test.tsv").exists():
         heedful("data", "spoken-digits", "--from", str(FSDD), "--out", str(DATA),
                 threads=args.threads)
-    with ThreadPoolExecutor(len(SETTINGS) if args.parallel else 1) as pool:
-        runs = {name: pool.submit(train, name, args.minutes, args.threads) for name in SETTINGS}
+    with ThreadPoolExecutor(len(settings) if args.parallel else 1) as pool:
+        runs = {name: pool.submit(train, name, args.minutes, args.threads) for name in settings}
         took = {name: run.result() for name, run in runs.items()}
-    results = {name: score(name, args.threads) for name in SETTINGS}
+    results = {name: score(name, args.threads) for name in settings}
     for name, seconds in took.items():
         results[name]["wall_seconds"] = None if seconds is None else round(seconds, 1)
     record = {"command": " ".join(["python experiments/speech_digits.py", *sys.argv[1:]]),
               "cpu": cpu_name(), "date": time.strftime("%Y-%m-%d"), "minutes": args.minutes,
-              "threads": args.threads, "parallel": args.parallel, "results": results}
-    (ROOT / "docs" / "speech_digits.json").write_text(json.dumps(record, indent=1) + "\n")
+              "threads": args.threads, "parallel": args.parallel,
+              "settings": {name: SETTINGS[name] for name in settings}, "results": results}
+    Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
     for name, res in results.items():
         print(f"{name}: WER {100 * res['wer']:.1f}%  CER {100 * res['cer']:.1f}%  exact "
               f"{100 * res['exact_match']:.1f}%  updates {res['updates']}  "

@@ -380,6 +380,7 @@ def load_config(
 ) -> Config:
     """Load a YAML config (or start from ``base`` / the defaults) and apply overrides."""
     raw: dict[str, Any] = {}
+    user_keys: set[str] = set()  # model keys the YAML or an override sets
     if base is not None:
         raw = base.model_dump(mode="json", exclude_unset=True)
         # the model section's class is picked by arch, set or not
@@ -403,11 +404,32 @@ def load_config(
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path}: the top level must be a mapping of keys")
         raw = _deep_merge(raw, loaded)
+        if isinstance(loaded.get("model"), dict):
+            user_keys |= set(loaded["model"])
     for key, value in parse_overrides(overrides or []):
         _set_path(raw, key, value)
+        if key.startswith("model."):
+            user_keys.add(key.split(".")[1])
     if overrides:
         source += " + overrides"
+    if base is not None:
+        _drop_keys_of_another_arch(raw, base, user_keys)
     return config_from_dict(raw, source)
+
+
+def _drop_keys_of_another_arch(raw: dict[str, Any], base: Config, user_keys: set[str]) -> None:
+    """``--preset speech-digits model.arch=transformer``: the preset's model keys that the
+    new architecture has no use for (``rnn_type``) go; shared ones (``embed_dim``) stay, and
+    keys the user set are kept, so a wrong one is still named."""
+    model = raw.get("model")
+    if not isinstance(model, dict) or model.get("arch") in (None, base.model.arch):
+        return
+    entry = ARCHITECTURES.get(str(model["arch"]))
+    if entry is None:
+        return
+    for key in list(model):
+        if key not in entry.config.model_fields and key not in user_keys:
+            del model[key]
 
 
 def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:

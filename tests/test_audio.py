@@ -5,6 +5,7 @@ synthetic task learned end to end (train, evaluate, transcribe)."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -216,10 +217,112 @@ def test_tone_words_are_learned(tone_run: tuple[Path, Path],
     expected = [line.split("\t")[1].strip()
                 for line in (data / "test.tsv").read_text().splitlines()[:3]]
     assert [r["text"] for r in lines] == expected
-    picture = run.parent / "attention.png"
-    assert main(["attention", str(run), wavs[0], "-o", str(picture)]) == 0
+    picture, page = run.parent / "attention.png", run.parent / "attention.html"
+    assert main(["attention", str(run), wavs[0], "-o", str(picture), "--html", str(page)]) == 0
     assert picture.stat().st_size > 1000
-    assert "spectrogram with attention written to" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "spectrogram with attention written to" in out and "interactive page" in out
+    html = page.read_text()
+    assert "data:image/png;base64," in html and "frames of the spectrogram" in html
+    data = json.loads(html.split("const D = ")[1].split(";\n")[0].replace("<\\/", "</"))
+    assert len(data["weights"]) == len(data["tgt"]) and data["boxes"][1][0] == 4
+
+
+def _b64(path: Path) -> str:
+    import base64
+
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def test_http_transcribe_takes_audio_and_its_errors(tone_run: tuple[Path, Path]) -> None:
+    import base64
+    import io
+
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from heedful import Translator
+    from heedful.serving.server import ServeSettings, create_app
+
+    run, data = tone_run
+    wavs = [data / "audio" / "test" / f"{i}.wav" for i in range(2)]
+    expected = [line.split("\t")[1] for line in (data / "test.tsv").read_text().splitlines()]
+    app = create_app({"tones": Translator.from_checkpoint(run)},
+                     ServeSettings(max_audio_bytes=200_000))
+    with TestClient(app) as client:
+        assert client.get("/models").json()[0]["source"] == "audio"
+        r = client.post("/transcribe", json={"audio": [_b64(w) for w in wavs],
+                                             "return_attention": True})
+        assert r.status_code == 200, r.text
+        out = r.json()["transcriptions"]
+        assert [t["text"] for t in out] == expected[:2]
+        frames, bands = out[0]["size"]
+        assert bands == 40 and out[0]["seconds"] == pytest.approx(frames * 0.01, abs=1e-3)
+        picture = Image.open(io.BytesIO(base64.b64decode(out[0]["spectrogram"])))
+        assert picture.size == (frames, bands)
+        attention = out[0]["attention"]
+        boxes, spans = attention["boxes"], attention["spans"]
+        assert len(attention["weights"][0][0][0]) == len(boxes) == len(spans)
+        assert boxes[0][0] == 0 and boxes[-1][2] == frames and boxes[1][0] == 4  # 4 frames a slot
+        assert spans[1] == pytest.approx([0.04, 0.08])
+        buffer = io.BytesIO()
+        Image.new("L", (32, 32), 255).save(buffer, format="PNG")
+        png = base64.b64encode(buffer.getvalue()).decode()
+        for body, status, message in [
+            ({"audio": ["%%%"]}, 422, "audio.0: not valid base64"),
+            ({"audio": ["aGVsbG8="]}, 422, "audio.0: not a readable WAV file"),
+            ({"audio": ["A" * 400_000]}, 413, "audio.0: about 300,000 bytes"),
+            ({"images": [png]}, 422, "images: model 'tones' listens to audio"),
+            ({}, 422, "images, audio: send one of them"),
+        ]:
+            r = client.post("/transcribe", json=body)
+            assert r.status_code == status and message in r.json()["detail"], r.text
+        r = client.post("/translate", json={"texts": ["a.wav"]})
+        assert r.status_code == 422 and "POST /transcribe" in r.json()["detail"]
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None,
+                    reason="no chromium here (apt-get install -y chromium)")
+def test_browser_transcribes_a_wav_and_lights_its_frames(tone_run: tuple[Path, Path],
+                                                        live_server) -> None:
+    from heedful import Translator
+    from heedful.serving.server import create_app
+
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
+    run, data = tone_run
+    wav = data / "audio" / "test" / "0.wav"
+    expected = (data / "test.tsv").read_text().splitlines()[0].split("\t")[1]
+    with live_server(create_app({"tones": Translator.from_checkpoint(run)})) as url, \
+            playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium"), headless=True,
+                                    args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(url + "/")
+        page.wait_for_function("document.getElementById('go').textContent === 'Transcribe'")
+        assert "wav" in (page.get_attribute("#file", "accept") or "")
+        page.set_input_files("#file", str(wav))
+        page.wait_for_function("document.getElementById('translation').textContent"
+                               ".length > 0")
+        assert page.text_content("#translation") == expected
+        assert page.is_visible("#player") and page.is_visible("#picture")
+        page.hover("#chars span >> nth=0")
+        assert int(page.get_attribute("#picture", "data-lit") or 0) >= 1
+        assert "listens to the lit frames" in (page.text_content("#info") or "")
+        browser.close()
+
+
+def test_the_shipped_listener_transcribes_its_samples(capsys: pytest.CaptureFixture[str]
+                                                    ) -> None:
+    from heedful.cli import main
+    from heedful.decoding.translator import SHIPPED_MODELS_DIR, resolve_run_dir
+
+    folder = resolve_run_dir("spoken-digits")
+    assert folder == SHIPPED_MODELS_DIR / "spoken-digits"
+    assert sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) < 4_000_000
+    samples = sorted((folder / "samples").glob("*.wav"))
+    assert len(samples) == 3
+    assert main(["transcribe", "spoken-digits", *map(str, samples)]) == 0
+    assert capsys.readouterr().out.splitlines() == ["9 3 0", "8 6 0 9 3", "6 4 2 6 2 2 9"]
 
 
 def test_a_missing_recording_names_the_manifest_line(tmp_path: Path) -> None:
@@ -249,6 +352,36 @@ def test_spoken_digits_corpus_from_the_shipped_sample(tmp_path: Path) -> None:
     # the held-out speaker's recordings are test's alone
     recordings = first["recordings"]
     assert isinstance(recordings, dict) and min(recordings.values()) > 0
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None,
+                    reason="no espeak-ng here (apt-get install -y espeak-ng)")
+def test_spoken_sentences_hold_out_the_test_voices(tmp_path: Path) -> None:
+    from heedful.audio.spoken_sentences import (
+        TEST_ACCENTS,
+        TEST_VARIANTS,
+        build_spoken_sentences,
+        spoken_form,
+    )
+
+    first = build_spoken_sentences(tmp_path / "a", train=4, dev=1, test=3, workers=2)
+    build_spoken_sentences(tmp_path / "b", train=4, dev=1, test=3, workers=2)
+    assert first["utterances"] == {"train": 4, "dev": 1, "test": 3}
+    for name in ("train.tsv", "test.tsv", "audio/train/000003.wav", "README.md"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    voices = first["voices"]
+    assert isinstance(voices, dict)
+    heard = {v.split("+")[0] for v in voices["train"]} | {v.split("+")[1] for v in voices["train"]}
+    assert all(v.split("+")[0] in TEST_ACCENTS and v.split("+")[1] in TEST_VARIANTS
+               for v in voices["test"])
+    assert not heard & (set(TEST_ACCENTS) | set(TEST_VARIANTS))
+    samples, rate = read_wav(tmp_path / "a" / "audio" / "test" / "000000.wav")
+    assert rate == 16_000 and 8 < len(samples) / rate < 30
+    target = (tmp_path / "a" / "test.tsv").read_text().splitlines()[0].split("\t")[1]
+    assert target == spoken_form(target) and target.islower()
+    assert spoken_form("And God said, Let there be light: and it was 'so'.") == \
+        "and god said let there be light and it was so"
+    assert "held out" in (tmp_path / "a" / "README.md").read_text()
 
 
 def test_joint_ctc_and_spec_augment_resume_exactly(tmp_path: Path, check_exact_resume) -> None:

@@ -130,3 +130,13 @@ def test_a_base_config_keeps_its_architecture() -> None:
                               hidden_dim=16)  # arch left at its default
     cfg = load_config(None, ["train.max_steps=3"], base=Config(model=model))
     assert cfg.model == model and cfg.train.max_steps == 3
+
+
+def test_switching_a_presets_architecture_drops_only_the_presets_foreign_keys() -> None:
+    switch = ["model.arch=transformer", "model.attention=multihead", "model.ff_dim=256",
+              "model.attention_heads=4",
+              "model.embed_dim=64", "model.hidden_dim=64"]
+    cfg = load_config(None, switch, base=get_preset("speech-digits"))
+    assert cfg.model.arch == "transformer" and cfg.model.dropout == 0.1  # shared keys stay
+    with pytest.raises(ConfigError, match="model.rnn_type applies only to model.arch: rnn"):
+        load_config(None, [*switch, "model.rnn_type=gru"], base=get_preset("speech-digits"))

@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import statistics
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -202,28 +200,10 @@ def test_concurrent_requests_share_batches(translator: Translator) -> None:
 # ----------------------------------------------------------------------------- loopback
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
-def server(translator: Translator) -> Iterator[str]:
-    import uvicorn
-
-    port = _free_port()
-    app = create_app({"bible-es-en": translator})
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+def server(translator: Translator, live_server) -> Iterator[str]:
+    with live_server(create_app({"bible-es-en": translator})) as url:
+        yield url
 
 
 def test_bounded_load_on_loopback(server: str) -> None:

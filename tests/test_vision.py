@@ -328,49 +328,28 @@ CHROMIUM = shutil.which("chromium")
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium here (apt-get install -y chromium)")
-def test_browser_transcribes_an_image_and_lights_its_regions(glyph_run: tuple[Path, Path]
-                                                            ) -> None:
-    import socket
-    import threading
-    import time
-
-    import uvicorn
-
+def test_browser_transcribes_an_image_and_lights_its_regions(glyph_run: tuple[Path, Path],
+                                                            live_server) -> None:
     from heedful import Translator
     from heedful.serving.server import create_app
 
     playwright = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
     run, data = glyph_run
     entry = read_manifest(data / "test.tsv")[0]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    srv = uvicorn.Server(uvicorn.Config(create_app({"glyphs": Translator.from_checkpoint(run)}),
-                                        host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    try:
-        with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                        args=["--no-sandbox"])
-            page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{port}/")
-            page.wait_for_function("document.getElementById('go').textContent === "
-                                   "'Transcribe'")
-            page.set_input_files("#file", str(entry.path))
-            page.wait_for_function("document.getElementById('translation').textContent"
-                                   ".length > 0")
-            assert page.text_content("#translation") == entry.target
-            page.hover("#chars span >> nth=0")
-            assert int(page.get_attribute("#picture", "data-lit") or 0) >= 1
-            browser.close()
-    finally:
-        srv.should_exit = True
-        thread.join(10)
+    app = create_app({"glyphs": Translator.from_checkpoint(run)})
+    with live_server(app) as url, playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(url + "/")
+        page.wait_for_function("document.getElementById('go').textContent === 'Transcribe'")
+        page.set_input_files("#file", str(entry.path))
+        page.wait_for_function("document.getElementById('translation').textContent"
+                               ".length > 0")
+        assert page.text_content("#translation") == entry.target
+        page.hover("#chars span >> nth=0")
+        assert int(page.get_attribute("#picture", "data-lit") or 0) >= 1
+        browser.close()
 
 
 # ---------------------------------------------------------------------- on a GPU

@@ -72,8 +72,11 @@ def plot_image_attention(image: np.ndarray, weights: np.ndarray, boxes: np.ndarr
 
 def image_attention_html(image: np.ndarray, weights: np.ndarray, boxes: np.ndarray,
                          tgt_labels: Sequence[str], path: str | Path,
-                         title: str = "heedful attention") -> Path:
-    """Write a self-contained page (inline image, CSS and JS; no network): the image, and the
+                         title: str = "heedful attention",
+                         hint: str = "Hover a character to light the regions of the image it "
+                                     "attended to.") -> Path:
+    """Write a self-contained page (inline image, CSS and JS; no network): the image (a
+    spectrogram picture for audio: a few dozen rows, stretched to a readable height), and the
     output characters beneath it; hovering (or tapping) a character lights each slot's box in
     proportion to its attention weight."""
     from PIL import Image
@@ -84,7 +87,8 @@ def image_attention_html(image: np.ndarray, weights: np.ndarray, boxes: np.ndarr
             "boxes": np.asarray(boxes).tolist(), "tgt": list(tgt_labels),
             "weights": np.round(np.asarray(weights, dtype=float), 4).tolist()}
     payload = json.dumps(data, ensure_ascii=False).replace("</", "<\\/")
-    page = _PAGE.replace("__TITLE__", html.escape(title)).replace("__DATA__", payload)
+    page = (_PAGE.replace("__TITLE__", html.escape(title)).replace("__HINT__", html.escape(hint))
+            .replace("__DATA__", payload))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
@@ -105,7 +109,7 @@ body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
 </style></head><body>
 <h1>__TITLE__</h1>
 <div id="stage"><img id="img" alt="input"><canvas id="heat"></canvas></div>
-<p>Hover a character to light the regions of the image it attended to.</p>
+<p>__HINT__</p>
 <div id="out"></div>
 <script>
 const D = __DATA__;
@@ -113,19 +117,22 @@ const img = document.getElementById("img"), canvas = document.getElementById("he
 const out = document.getElementById("out");
 img.onload = () => {
   const scale = Math.max(1, Math.min(4, 800 / img.naturalWidth));
-  img.width = img.naturalWidth * scale; canvas.width = img.width;
-  canvas.height = img.naturalHeight * scale; canvas.dataset.scale = scale;
+  const yscale = Math.max(scale, 160 / img.naturalHeight);  // a spectrogram is short
+  img.width = img.naturalWidth * scale; img.height = img.naturalHeight * yscale;
+  canvas.width = img.width; canvas.height = img.height;
+  canvas.dataset.scale = scale; canvas.dataset.yscale = yscale;
 };
 img.src = D.image;
 function show(k) {
   const ctx = canvas.getContext("2d"), s = +canvas.dataset.scale || 1;
+  const ys = +canvas.dataset.yscale || s;
   ctx.clearRect(0, 0, canvas.width, canvas.height);
   document.querySelectorAll("#out span").forEach((e, i) => e.classList.toggle("on", i === k));
   if (k < 0) return;
   const w = D.weights[k], top = Math.max(...w, 1e-6);
   D.boxes.forEach((b, i) => {
     ctx.fillStyle = `rgba(255, 80, 0, ${0.75 * w[i] / top})`;
-    ctx.fillRect(b[0] * s, b[1] * s, (b[2] - b[0]) * s, (b[3] - b[1]) * s);
+    ctx.fillRect(b[0] * s, b[1] * ys, (b[2] - b[0]) * s, (b[3] - b[1]) * ys);
   });
 }
 D.tgt.forEach((t, k) => {

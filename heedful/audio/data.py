@@ -81,10 +81,32 @@ class AudioReader:
         return Batch(src, mask, text.tgt_in, text.tgt_out, text.tgt_mask, text.num_tgt_tokens)
 
 
+def warp_axis(features: np.ndarray, factor: float, axis: int, keep_length: bool
+              ) -> np.ndarray:
+    """``features`` (T, F) resampled along ``axis`` by linear interpolation: position ``i`` of
+    the result reads position ``i * factor`` of the input. ``keep_length``: the result keeps
+    the axis's length (edges clamp; a warped mel axis); otherwise it becomes
+    ``round(n / factor)`` long (a stretched or squeezed time axis)."""
+    n = features.shape[axis]
+    m = n if keep_length else max(1, round(n / factor))
+    where = np.minimum(np.arange(m) * factor, n - 1)
+    low = np.floor(where).astype(np.int64)
+    high = np.minimum(low + 1, n - 1)
+    frac = (where - low).astype(np.float32)
+    shape = [1, 1]
+    shape[axis] = m
+    frac = frac.reshape(shape)
+    a, b = np.take(features, low, axis=axis), np.take(features, high, axis=axis)
+    return (a * (1 - frac) + b * frac).astype(np.float32)
+
+
 class SpecAugmenter:
     """SpecAugment's masking (Park et al. 2019) of a batch's features: ``(features, seed) ->
     features``, each utterance masked from its own stream of the seed; masked cells become 0,
-    the normalised features' mean."""
+    the normalised features' mean. Before the masks, optional speed perturbation (a time
+    stretch, ``speed_perturb``) and vocal tract length perturbation (a mel-axis warp,
+    ``vtlp``): voices the training speakers do not have, which is what a held-out speaker
+    needs."""
 
     def __init__(self, cfg: AudioConfig) -> None:
         self.cfg = cfg
@@ -93,7 +115,14 @@ class SpecAugmenter:
         cfg, out = self.cfg, []
         for f, stream in zip(features, np.random.SeedSequence(seed).spawn(len(features)),
                              strict=True):
-            rng, f = np.random.default_rng(stream), f.copy()
+            rng, f = np.random.default_rng(stream), f.astype(np.float32)
+            if cfg.speed_perturb:
+                speed = 1 + float(rng.uniform(-cfg.speed_perturb, cfg.speed_perturb))
+                f = warp_axis(f, speed, axis=0, keep_length=False)
+            if cfg.vtlp:
+                f = warp_axis(f, 1 + float(rng.uniform(-cfg.vtlp, cfg.vtlp)), axis=1,
+                              keep_length=True)
+            f = f.copy()
             frames, bands = f.shape
             widest = min(cfg.time_mask_frames, frames // 5)
             for _ in range(cfg.time_masks):
@@ -109,4 +138,5 @@ class SpecAugmenter:
 
     @staticmethod
     def wanted(cfg: AudioConfig) -> bool:
-        return cfg.time_masks > 0 or cfg.freq_masks > 0
+        return (cfg.time_masks > 0 or cfg.freq_masks > 0 or cfg.speed_perturb > 0
+                or cfg.vtlp > 0)

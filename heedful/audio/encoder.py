@@ -86,3 +86,13 @@ class AudioEncoder(nn.Module):
         starts = np.arange(slots) * SUBSAMPLING * hop_seconds
         return np.stack([starts, np.minimum(starts + SUBSAMPLING * hop_seconds,
                                             frames * hop_seconds)], axis=1)
+
+    @staticmethod
+    def slot_boxes_of(frames: int, bands: int) -> np.ndarray:
+        """Every memory slot's box (x0, y0, x1, y1) on the spectrogram picture of
+        :func:`heedful.audio.features.spectrogram_picture` (a column per frame, a row per
+        band): the frames it covers, every band. (S, 4) int."""
+        slots = int(subsampled_lengths(torch.tensor(frames)))
+        starts = np.arange(slots) * SUBSAMPLING
+        return np.stack([starts, np.zeros_like(starts), np.minimum(starts + SUBSAMPLING, frames),
+                         np.full_like(starts, bands)], axis=1).astype(np.int64)

@@ -57,6 +57,12 @@ class AudioConfig(BaseModel):
     """SpecAugment (training only): this many masks of up to ``freq_mask_bands`` bands."""
     freq_mask_bands: int = Field(8, ge=1)
     """The widest frequency mask, mel bands."""
+    speed_perturb: float = Field(0.0, ge=0, le=0.3)
+    """Training only: every utterance's frames stretched or squeezed in time by a factor
+    drawn from [1 - x, 1 + x] (speed perturbation, Ko et al. 2015, on the features)."""
+    vtlp: float = Field(0.0, ge=0, le=0.3)
+    """Training only: every utterance's mel axis warped by a factor drawn from [1 - x, 1 + x]
+    (vocal tract length perturbation, Jaitly & Hinton 2013): another speaker's voice."""
 
     @property
     def n_fft(self) -> int:
@@ -178,3 +184,11 @@ def read_features(path: str | Path | IO[bytes], cfg: AudioConfig,
 
 def frames_to_seconds(frames: int, cfg: AudioConfig) -> float:
     return frames * cfg.hop / cfg.sample_rate
+
+
+def spectrogram_picture(features: np.ndarray) -> np.ndarray:
+    """Normalised log-mel features (T, bands) as a grayscale picture (bands, T) uint8: a
+    column per frame, low bands at the bottom, dark where loud (ink on paper, like the image
+    models' inputs), for pages that light attention's frames on it."""
+    shade = 255 - np.clip((np.asarray(features, dtype=np.float32) + 2.5) * 51, 0, 255)
+    return np.ascontiguousarray(shade.T[::-1]).astype(np.uint8)

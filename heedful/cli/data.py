@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,10 +19,11 @@ def register(subparsers: Subparsers) -> None:
     p = subparsers.add_parser("data", help="build a corpus: debian-desc (summarization), "
                                            "chatterbot (dialogue), digits (handwritten "
                                            "digit strings, image -> text), text-lines "
-                                           "(printed text-line images -> text) or "
-                                           "spoken-digits (speech -> text)")
+                                           "(printed text-line images -> text), "
+                                           "spoken-digits or spoken-sentences (speech -> "
+                                           "text)")
     p.add_argument("corpus", choices=["debian-desc", "chatterbot", "digits", "text-lines",
-                                      "spoken-digits"])
+                                      "spoken-digits", "spoken-sentences"])
     p.add_argument("--out", help="output directory (default data/CORPUS; "
                                  "data/debian-desc-summ for debian-desc)")
     p.add_argument("--from", dest="source",
@@ -35,13 +37,16 @@ def register(subparsers: Subparsers) -> None:
     p.add_argument("--separator", default="<sep>", help="chatterbot: turn separator")
     p.add_argument("--language", default="english", help="chatterbot: corpus language")
     p.add_argument("--seed", type=int, default=1,
-                   help="digits, text-lines, spoken-digits: random seed (default 1)")
+                   help="digits, text-lines, spoken-*: random seed (default 1)")
     p.add_argument("--train", type=int,
-                   help="digits, text-lines, spoken-digits: training strings, lines or "
-                        "utterances (default 20000; spoken-digits 4000)")
-    p.add_argument("--dev", type=int, default=500, help="text-lines: dev lines (default 500)")
-    p.add_argument("--test", type=int, default=1000,
-                   help="text-lines: test lines (default 1000)")
+                   help="digits, text-lines, spoken-*: training strings, lines or "
+                        "utterances (default 20000; spoken-digits 4000; spoken-sentences 5000)")
+    p.add_argument("--dev", type=int,
+                   help="text-lines, spoken-sentences: dev lines or utterances (default 500; "
+                        "200)")
+    p.add_argument("--test", type=int,
+                   help="text-lines, spoken-sentences: test lines or utterances (default "
+                        "1000; 500)")
     p.add_argument("--fonts", default="/usr/share/fonts",
                    help="text-lines: where to look for the fonts (default /usr/share/fonts)")
     p.add_argument("--dev-per-length", type=int,
@@ -82,12 +87,18 @@ def cmd_data(args: argparse.Namespace) -> int:
         from heedful.vision.text_lines import build_text_lines
 
         out = Path(args.out or "data/text-lines")
-        stats = build_text_lines(out, args.seed, given(train=20000)["train"], args.dev,
-                                 args.test,
-                                 Path(args.fonts))
+        stats = build_text_lines(out, args.seed, **given(train=20000, dev=500, test=1000),
+                                 font_root=Path(args.fonts))
         splits = stats["splits"]
         assert isinstance(splits, dict)
         unit, counts = "lines", {name: s["lines"] for name, s in splits.items()}
+    elif args.corpus == "spoken-sentences":
+        from heedful.audio.spoken_sentences import build_spoken_sentences
+
+        out = Path(args.out or "data/spoken-sentences")
+        stats = build_spoken_sentences(out, args.seed, **given(train=5000, dev=200, test=500),
+                                       workers=os.cpu_count() or 1)
+        unit, counts = "utterances", stats["utterances"]
     else:
         from heedful.corpora import build_chatterbot_pairs, build_debian_summ
 

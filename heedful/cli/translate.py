@@ -226,18 +226,26 @@ def _image_attention(args: argparse.Namespace, result: Any) -> int:
 
 def _audio_attention(args: argparse.Namespace, result: Any, translator: Any) -> int:
     """``attention`` of an audio run: the spectrogram with each output character's attention
-    on the same time axis."""
+    on the same time axis, and with --html a page where hovering a character lights the
+    frames it listened to."""
     from heedful.analysis.audio_attention import plot_audio_attention
+    from heedful.analysis.image_attention import image_attention_html
+    from heedful.audio.encoder import AudioEncoder
+    from heedful.audio.features import spectrogram_picture
 
-    if args.html:
-        raise ConfigError("--html draws images and text; for audio runs write the picture "
-                          "with -o")
     weights = _selected_weights(args, result)
     features = translator.reader.read(args.sentence)
     print(result.text)
     path = plot_audio_attention(features, weights, result.spans, translator.reader.hop_seconds,
                                 result.tgt_pieces, args.output, title=result.text)
     print(f"spectrogram with attention written to {path}")
+    if args.html:
+        boxes = AudioEncoder.slot_boxes_of(*features.shape)
+        page = image_attention_html(
+            spectrogram_picture(features), weights, boxes, result.tgt_pieces, args.html,
+            title=f"{Path(args.sentence).name} → {result.text}",
+            hint="Hover a character to light the frames of the spectrogram it listened to.")
+        print(f"interactive page written to {page}")
     return 0
 
 

@@ -44,6 +44,17 @@ def dataset_split(name: str, split: str) -> tuple[Path, Path]:
     return src, tgt
 
 
+def english_verses(split: str) -> list[str]:
+    """The English side of ``bible-es-en``'s split, a verse a line (what the text-line and
+    spoken-sentence corpora say and render)."""
+    import gzip
+
+    path = dataset_split("bible-es-en", split)[1]
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f]
+
+
 def dataset_file(name: str, filename: str) -> Path:
     """Another file of a bundled dataset (e.g. ``test.align``)."""
     folder = BUNDLED[name][0] if name in BUNDLED else SAMPLES[name]

@@ -43,6 +43,10 @@ class Transcription(Translation):
     size: tuple[int, int] = (0, 0)
     spans: np.ndarray | None = None
     """Audio: (S, 2) float, each memory slot's (start, end) in seconds."""
+    features: np.ndarray | None = None
+    """Audio: the (frames, mel bands) normalised log-mel features the model read."""
+    duration: float = 0.0
+    """Audio: the seconds the features cover (frames x hop)."""
 
 
 class Transcriber(Translator):
@@ -160,7 +164,8 @@ class Listener(Transcriber):
             src_pieces=[f"{a:.2f}s" for a in spans[:, 0].tolist()],
             tgt_pieces=tok.tgt_pieces(best.tokens),
             attention=None if best.attention is None else best.attention.cpu(),
-            num_tokens=len(best.tokens), spans=spans)
+            num_tokens=len(best.tokens), spans=spans, features=features,
+            duration=frames * self.reader.hop_seconds)
 
 
 SOURCE_DECODERS["image"] = Transcriber

@@ -24,6 +24,8 @@ class ServeSettings:
     """Characters per text (more -> 413)."""
     max_image_bytes: int = 4_000_000
     """Bytes per image of ``POST /transcribe``, decoded (more -> 413)."""
+    max_audio_bytes: int = 20_000_000
+    """Bytes per WAV file of ``POST /transcribe``, decoded (more -> 413)."""
     max_body_bytes: int = 16_000_000
     """Bytes per request body (more -> 413 before the body is read:
     :class:`heedful.serving.limits.BodyLimit`)."""

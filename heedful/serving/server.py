@@ -41,8 +41,8 @@ from heedful.serving.common import (
     ServeSettings,
     request_options,
 )
-from heedful.serving.images import TranscribeRequest, TranscribeResponse, transcribe_request
 from heedful.serving.limits import BodyLimit
+from heedful.serving.transcribe import TranscribeRequest, TranscribeResponse, transcribe_request
 
 ASSETS = Path(__file__).parent.parent / "assets"
 

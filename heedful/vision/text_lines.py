@@ -21,7 +21,6 @@ random stream, so ``--train`` does not change dev or test.
 
 from __future__ import annotations
 
-import gzip
 import json
 import textwrap
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from heedful.datasets import english_verses
 from heedful.errors import CorpusBuildError
 
 HEIGHT = 32
@@ -136,14 +136,6 @@ def render_line(text: str, font: Font, rng: np.random.Generator) -> np.ndarray:
     return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
 
 
-def _verses(split: str) -> list[str]:
-    from heedful.datasets import dataset_split
-
-    path = dataset_split("bible-es-en", split)[1]
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f]
-
 
 def _write_split(out_dir: Path, split: str, lines: list[str], fonts: list[Font],
                  rng: np.random.Generator) -> dict[str, object]:
@@ -200,7 +192,7 @@ def build_text_lines(out_dir: Path, seed: int = 1, train: int = 20000, dev: int 
     splits: dict[str, dict[str, object]] = {}
     for split in SPLITS:
         rng = np.random.default_rng([seed, STREAMS[split]])
-        lines = wrap_lines(_verses(split))
+        lines = wrap_lines(english_verses(split))
         if split == "train":  # a sample of the 109,243 lines, in corpus order
             keep = np.sort(rng.choice(len(lines), size=min(train, len(lines)), replace=False))
             lines = [lines[i] for i in keep]
