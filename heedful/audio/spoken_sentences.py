@@ -2,7 +2,7 @@
 
 Built by ``heedful data spoken-sentences --out DIR`` from the bundled corpus's English verses
 (its own train/dev/test splits, so no test verse is ever heard in training) and Debian's
-``espeak-ng`` (``apt-get install espeak-ng``): every verse of 30-55 words (10-20 s of speech)
+``espeak-ng`` (``apt-get install espeak-ng``): every verse of 30-55 words (7-21 s of speech, 11.5 s on average)
 is spoken by a voice (an accent and a voice variant), at a speed of 140-190 words a minute
 and a pitch of 30-70, all drawn from the seed. **Test voices are held out**: test uses two
 accents and three variants that no training or dev utterance has, so the test error is that
@@ -166,7 +166,7 @@ def readme(stats: dict[str, object]) -> str:
     return f"""\
 # spoken-sentences: English verses spoken by synthetic voices
 
-Recordings of English Bible verses ({WORDS[0]}-{WORDS[1]} words, about 10-20 s) spoken by
+Recordings of English Bible verses ({WORDS[0]}-{WORDS[1]} words, 7-21 s) spoken by
 espeak-ng, each paired with its words as heard: lowercase, punctuation removed. Long
 utterances, where attention's path through the recording is plain to see.
 
