@@ -2,11 +2,11 @@
 
 Built by ``heedful data spoken-sentences --out DIR`` from the bundled corpus's English verses
 (its own train/dev/test splits, so no test verse is ever heard in training) and Debian's
-``espeak-ng`` (``apt-get install espeak-ng``): every verse of 30-55 words (7-21 s of speech, 11.5 s on average)
-is spoken by a voice (an accent and a voice variant), at a speed of 140-190 words a minute
-and a pitch of 30-70, all drawn from the seed. **Test voices are held out**: test uses two
-accents and three variants that no training or dev utterance has, so the test error is that
-of a voice never heard.
+``espeak-ng`` (``apt-get install espeak-ng``): every verse of 30-55 words (7-21 s of
+speech, 11.5 s on average) is spoken by a voice (an accent and a voice variant), at a speed
+of 140-190 words a minute and a pitch of 30-70, all drawn from the seed. **Test voices are
+held out**: test uses two accents and three variants that no training or dev utterance has,
+so the test error is that of a voice never heard.
 
 The target is what can be heard: the verse lowercased, every run of characters other than
 letters, digits and apostrophes turned into one space (``And God said, Let there be
