@@ -170,6 +170,28 @@ def test_spec_augment_masks_deterministically() -> None:
         assert (masked == 0).all(1).sum() <= 20 and (masked == 0).all(0).sum() <= 12
 
 
+
+def test_speed_and_vocal_tract_perturbation() -> None:
+    from heedful.audio.data import warp_axis
+
+    ramp = np.tile(np.arange(100, dtype=np.float32)[:, None], (1, 40))  # frame i holds i
+    assert np.array_equal(warp_axis(ramp, 1.0, axis=0, keep_length=False), ramp)
+    faster = warp_axis(ramp, 1.25, axis=0, keep_length=False)  # 25% faster: 80 frames
+    assert faster.shape == (80, 40) and faster[40, 0] == pytest.approx(50.0)
+    bands = np.tile(np.arange(40, dtype=np.float32), (10, 1))
+    warped = warp_axis(bands, 0.9, axis=1, keep_length=True)  # a longer vocal tract
+    assert warped.shape == bands.shape and warped[0, 10] == pytest.approx(9.0)
+    assert warped[0, -1] == pytest.approx(35.1)
+    cfg = AudioConfig(speed_perturb=0.1, vtlp=0.1)
+    augment = SpecAugmenter(cfg)
+    assert SpecAugmenter.wanted(cfg)
+    feats = [np.random.default_rng(0).normal(size=(200, 40)).astype(np.float16)]
+    a, b = augment(feats, 3), augment(feats, 3)
+    assert np.array_equal(a[0], b[0]) and a[0].dtype == np.float32
+    lengths = {augment(feats, seed)[0].shape[0] for seed in range(20)}
+    assert len(lengths) > 5 and min(lengths) >= 181 and max(lengths) <= 223  # 200 / [1.1, 0.9]
+
+
 # ---------------------------------------------------------------------- config
 
 
