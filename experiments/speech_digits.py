@@ -52,6 +52,8 @@ class Task:
     settings: dict[str, list[str]]
     default_settings: tuple[str, ...]
     out: Path
+    minutes: float = 12.0
+    description: str = ""
 
     @property
     def runs(self) -> Path:
@@ -65,7 +67,8 @@ DIGITS = Task(
      "perturb-none": [*PERTURB, "model.attention=none"],
      "lstm": ["model.rnn_type=lstm"], "transformer": TRANSFORMER,
      "perturb-30": PERTURB},  # the same as perturb, its own run dir for a longer budget
-    ("attention", "none"), ROOT / "docs" / "speech_digits.json")
+    ("attention", "none"), ROOT / "docs" / "speech_digits.json",
+    description=__doc__.split("\n\n")[0])
 
 
 def train(task: Task, name: str, minutes: float, threads: int) -> float | None:
@@ -90,8 +93,8 @@ def score(task: Task, name: str, threads: int) -> dict[str, Any]:
 
 
 def run_task(task: Task) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--minutes", type=float, default=12.0)
+    ap = argparse.ArgumentParser(description=task.description)
+    ap.add_argument("--minutes", type=float, default=task.minutes)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--parallel", action="store_true")
     ap.add_argument("--settings", nargs="+", choices=list(task.settings),

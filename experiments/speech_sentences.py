@@ -20,7 +20,8 @@ from speech_digits import ROOT, Task, run_task
 SENTENCES = Task(
     "speech_sentences", "speech-sentences", ROOT / "data" / "spoken-sentences",
     ("spoken-sentences",), {"attention": [], "none": ["model.attention=none"]},
-    ("attention",), ROOT / "docs" / "speech_sentences.json")
+    ("attention",), ROOT / "docs" / "speech_sentences.json", minutes=30.0,
+    description=__doc__.split("\n\n")[0])
 
 if __name__ == "__main__":
     sys.exit(run_task(SENTENCES))

@@ -410,6 +410,8 @@ def load_config(
         _set_path(raw, key, value)
         if key.startswith("model."):
             user_keys.add(key.split(".")[1])
+        elif key == "model" and isinstance(value, dict):  # model={arch: ..., ...}
+            user_keys |= set(value)
     if overrides:
         source += " + overrides"
     if base is not None:

@@ -248,6 +248,7 @@ def test_tone_words_are_learned(tone_run: tuple[Path, Path],
     assert "data:image/png;base64," in html and "frames of the spectrogram" in html
     data = json.loads(html.split("const D = ")[1].split(";\n")[0].replace("<\\/", "</"))
     assert len(data["weights"]) == len(data["tgt"]) and data["boxes"][1][0] == 4
+    assert data["stretch"] is True
 
 
 def _b64(path: Path) -> str:
@@ -270,7 +271,7 @@ def test_http_transcribe_takes_audio_and_its_errors(tone_run: tuple[Path, Path])
     wavs = [data / "audio" / "test" / f"{i}.wav" for i in range(2)]
     expected = [line.split("\t")[1] for line in (data / "test.tsv").read_text().splitlines()]
     app = create_app({"tones": Translator.from_checkpoint(run)},
-                     ServeSettings(max_audio_bytes=200_000))
+                     ServeSettings(max_audio_bytes=200_000, max_audio_seconds=8))
     with TestClient(app) as client:
         assert client.get("/models").json()[0]["source"] == "audio"
         r = client.post("/transcribe", json={"audio": [_b64(w) for w in wavs],
@@ -294,6 +295,7 @@ def test_http_transcribe_takes_audio_and_its_errors(tone_run: tuple[Path, Path])
             ({"audio": ["%%%"]}, 422, "audio.0: not valid base64"),
             ({"audio": ["aGVsbG8="]}, 422, "audio.0: not a readable WAV file"),
             ({"audio": ["A" * 400_000]}, 413, "audio.0: about 300,000 bytes"),
+            ({"audio": [_b64(wavs[0])] * 20}, 413, "audio: more than 8 s of audio"),
             ({"images": [png]}, 422, "images: model 'tones' listens to audio"),
             ({}, 422, "images, audio: send one of them"),
         ]:
@@ -314,8 +316,9 @@ def test_browser_transcribes_a_wav_and_lights_its_frames(tone_run: tuple[Path, P
     run, data = tone_run
     wav = data / "audio" / "test" / "0.wav"
     expected = (data / "test.tsv").read_text().splitlines()[0].split("\t")[1]
-    with live_server(create_app({"tones": Translator.from_checkpoint(run)})) as url, \
-            playwright.sync_playwright() as p:
+    app = create_app({"tones": Translator.from_checkpoint(run),
+                      "bible-es-en": Translator.from_checkpoint("bible-es-en")})
+    with live_server(app) as url, playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=shutil.which("chromium"), headless=True,
                                     args=["--no-sandbox"])
         page = browser.new_page()
@@ -330,6 +333,14 @@ def test_browser_transcribes_a_wav_and_lights_its_frames(tone_run: tuple[Path, P
         page.hover("#chars span >> nth=0")
         assert int(page.get_attribute("#picture", "data-lit") or 0) >= 1
         assert "listens to the lit frames" in (page.text_content("#info") or "")
+        page.fill("#beam", "2")
+        page.click("#go")  # the button transcribes the chosen recording again
+        page.wait_for_function("document.getElementById('go').disabled === false")
+        assert page.text_content("#translation") == expected
+        assert page.text_content("#error") == ""
+        page.select_option("#model", "bible-es-en")  # nothing of the recording stays
+        assert page.text_content("#go") == "Translate" and page.is_hidden("#stage")
+        assert page.is_hidden("#player") and page.text_content("#chars") == ""
         browser.close()
 
 

@@ -140,3 +140,6 @@ def test_switching_a_presets_architecture_drops_only_the_presets_foreign_keys() 
     assert cfg.model.arch == "transformer" and cfg.model.dropout == 0.1  # shared keys stay
     with pytest.raises(ConfigError, match="model.rnn_type applies only to model.arch: rnn"):
         load_config(None, [*switch, "model.rnn_type=gru"], base=get_preset("speech-digits"))
+    with pytest.raises(ConfigError, match="unknown key 'model.rnn_typo'"):  # a whole section
+        load_config(None, [*switch, "model={arch: transformer, rnn_typo: 1}"],
+                    base=get_preset("speech-digits"))

@@ -74,18 +74,20 @@ def image_attention_html(image: np.ndarray, weights: np.ndarray, boxes: np.ndarr
                          tgt_labels: Sequence[str], path: str | Path,
                          title: str = "heedful attention",
                          hint: str = "Hover a character to light the regions of the image it "
-                                     "attended to.") -> Path:
+                                     "attended to.", stretch: bool = False) -> Path:
     """Write a self-contained page (inline image, CSS and JS; no network): the image (a
     spectrogram picture for audio: a few dozen rows, stretched to a readable height), and the
     output characters beneath it; hovering (or tapping) a character lights each slot's box in
-    proportion to its attention weight."""
+    proportion to its attention weight. ``stretch``: draw a short picture (a spectrogram)
+    at least 160 pixels high."""
     from PIL import Image
 
     buffer = io.BytesIO()
     Image.fromarray(np.asarray(image).astype(np.uint8)).save(buffer, format="PNG")
     data = {"image": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode(),
             "boxes": np.asarray(boxes).tolist(), "tgt": list(tgt_labels),
-            "weights": np.round(np.asarray(weights, dtype=float), 4).tolist()}
+            "weights": np.round(np.asarray(weights, dtype=float), 4).tolist(),
+            "stretch": stretch}
     payload = json.dumps(data, ensure_ascii=False).replace("</", "<\\/")
     page = (_PAGE.replace("__TITLE__", html.escape(title)).replace("__HINT__", html.escape(hint))
             .replace("__DATA__", payload))
@@ -117,7 +119,7 @@ const img = document.getElementById("img"), canvas = document.getElementById("he
 const out = document.getElementById("out");
 img.onload = () => {
   const scale = Math.max(1, Math.min(4, 800 / img.naturalWidth));
-  const yscale = Math.max(scale, 160 / img.naturalHeight);  // a spectrogram is short
+  const yscale = D.stretch ? Math.max(scale, 160 / img.naturalHeight) : scale;
   img.width = img.naturalWidth * scale; img.height = img.naturalHeight * yscale;
   canvas.width = img.width; canvas.height = img.height;
   canvas.dataset.scale = scale; canvas.dataset.yscale = yscale;

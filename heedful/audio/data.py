@@ -68,9 +68,12 @@ class AudioReader:
 
     def array(self, features: list[np.ndarray]) -> SourceArray:
         """The utterances as the batch stream's training inputs (kept as float16: half the
-        memory; features are normalised, so nothing is lost that a model notices)."""
-        sizes = np.fromiter((self.size(f) for f in features), dtype=np.int64,
-                            count=len(features))
+        memory; features are normalised, so nothing is lost that a model notices). Batches
+        are planned on each utterance's longest form: speed perturbation can stretch it to
+        ``1 / (1 - speed_perturb)`` of its frames, and a batch must stay in its budget."""
+        stretch = 1 / (1 - self.cfg.speed_perturb)
+        sizes = np.fromiter((slots_of(int(np.ceil(f.shape[0] * stretch))) for f in features),
+                            dtype=np.int64, count=len(features))
         return SourceArray([f.astype(np.float16) for f in features], sizes, collate_features)
 
     def batch(self, features: Sequence[np.ndarray], targets: Sequence[Sequence[int]],

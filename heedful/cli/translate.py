@@ -244,7 +244,8 @@ def _audio_attention(args: argparse.Namespace, result: Any, translator: Any) -> 
         page = image_attention_html(
             spectrogram_picture(features), weights, boxes, result.tgt_pieces, args.html,
             title=f"{Path(args.sentence).name} → {result.text}",
-            hint="Hover a character to light the frames of the spectrogram it listened to.")
+            hint="Hover a character to light the frames of the spectrogram it listened to.",
+            stretch=True)
         print(f"interactive page written to {page}")
     return 0
 

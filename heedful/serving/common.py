@@ -24,8 +24,12 @@ class ServeSettings:
     """Characters per text (more -> 413)."""
     max_image_bytes: int = 4_000_000
     """Bytes per image of ``POST /transcribe``, decoded (more -> 413)."""
-    max_audio_bytes: int = 20_000_000
-    """Bytes per WAV file of ``POST /transcribe``, decoded (more -> 413)."""
+    max_audio_bytes: int = 12_000_000
+    """Bytes per WAV file of ``POST /transcribe``, decoded (more -> 413); under
+    ``max_body_bytes``, whose base64 is a third larger."""
+    max_audio_seconds: float = 600.0
+    """Seconds of audio in one ``POST /transcribe`` request, all files together (more ->
+    413): what bounds a request's decoding work, whatever the files' sample rates."""
     max_body_bytes: int = 16_000_000
     """Bytes per request body (more -> 413 before the body is read:
     :class:`heedful.serving.limits.BodyLimit`)."""

@@ -91,12 +91,14 @@ async def transcribe_request(worker: Any, body: TranscribeRequest, settings: Ser
         if body.audio is None:
             raise ServeError(422, f"images: model {worker.name!r} listens to audio; send WAV "
                                   "files as audio")
-        inputs = decoded_audio(body.audio, settings, worker.translator.reader)
+        # decoding files is CPU work: off the event loop, which serves the other requests
+        inputs = await asyncio.to_thread(decoded_audio, body.audio, settings,
+                                         worker.translator.reader)
     else:
         if body.images is None:
             raise ServeError(422, f"audio: model {worker.name!r} reads images; send image "
                                   "files as images")
-        inputs = decoded_images(body.images, settings)
+        inputs = await asyncio.to_thread(decoded_images, body.images, settings)
     _, options = request_options(body, worker.translator)
     start = time.perf_counter()
     try:
@@ -139,13 +141,17 @@ def decoded_audio(audio: list[str], settings: ServeSettings, reader: Any) -> lis
 
     from heedful.audio.features import read_wav, resample
 
-    recordings = []
+    recordings, seconds = [], 0.0
     for i, raw in enumerate(_base64_files(audio, "audio", settings.max_audio_bytes,
                                           settings.max_texts)):
         try:
             samples, rate = read_wav(io.BytesIO(raw), f"audio.{i}")
         except UserError as err:
             raise ServeError(422, str(err)) from None
+        seconds += len(samples) / rate
+        if seconds > settings.max_audio_seconds:
+            raise ServeError(413, f"audio: more than {settings.max_audio_seconds:g} s of audio "
+                                  f"in one request (at audio.{i}); send fewer or shorter files")
         recordings.append(resample(samples, rate, reader.cfg.sample_rate))
     return recordings
 
