@@ -115,6 +115,7 @@ CASE_TIMEOUT = 60.0
 """Seconds a case may run before it counts as a hang."""
 MODEL = "bible-es-en"
 IMAGE_MODEL = "digits-ocr"
+SPEECH_MODEL = "spoken-digits"
 """The shipped model that reads images (used where this heedful ships it)."""
 WRITES_BESIDE_RUN = {"average", "align"}
 """Commands that write next to or into the run directory they read (``average`` makes
@@ -642,6 +643,36 @@ def image_bytes() -> st.SearchStrategy[bytes]:
     claiming = st.builds(png_claiming, st.sampled_from(DIMENSIONS), st.sampled_from(DIMENSIONS),
                          st.sampled_from(PNG_KINDS), st.booleans())
     return weighted((4, altered), (3, magic), (2, claiming), (1, st.binary(max_size=400)))
+
+
+def wav_bytes() -> st.SearchStrategy[bytes]:
+    """WAV files: valid ones at odd rates, widths and channel counts (a few ms to a second),
+    cut or altered ones, other containers, RIFF headers over junk, random bytes."""
+    import numpy as np
+    import soundfile as sf
+
+    def wav(rate: int, subtype: str, channels: int, frames: int, fmt: str = "WAV") -> bytes:
+        noise = np.random.default_rng(frames).uniform(-0.5, 0.5, (frames, channels))
+        buffer = io.BytesIO()
+        sf.write(buffer, noise, rate, subtype=subtype, format=fmt)
+        return buffer.getvalue()
+
+    valid = st.builds(wav, st.sampled_from([8000, 11025, 16000, 22050, 44100, 96000]),
+                      st.sampled_from(["PCM_16", "PCM_U8", "PCM_24", "FLOAT", "ULAW"]),
+                      st.integers(1, 3), st.integers(0, 8000))
+    other = st.builds(wav, st.just(8000), st.just("PCM_16"), st.just(1), st.integers(1, 800),
+                      st.sampled_from(["FLAC", "OGG", "AIFF", "AU"]))
+    altered = st.tuples(valid, st.sampled_from(["truncate", "flip", "splice", "append"]),
+                        st.integers(0, 10**6), st.binary(max_size=48), st.integers(0, 255)
+                        ).map(lambda t: mutate(*t))
+    riff = st.binary(max_size=300).map(lambda b: b"RIFF\xff\xff\xff\x7fWAVEfmt " + b)
+    return weighted((4, valid), (1, other), (3, altered), (2, riff), (1, st.binary(max_size=400)))
+
+
+def base64_audio() -> st.SearchStrategy[str]:
+    encoded = wav_bytes().map(lambda b: base64.b64encode(b).decode())
+    return weighted((6, encoded), (1, st.text(alphabet="ABCxyz+/=\n -_.", max_size=40)),
+                    (1, encoded.map(lambda s: "data:audio/wav;base64," + s)))
 
 
 # ----------------------------------------------------------------------------- 1. corpus
@@ -1801,6 +1832,8 @@ def schema_strategy(node: dict[str, Any], defs: dict[str, Any], name: str = ""
         return st.lists(REQUEST_TEXTS, min_size=1, max_size=4)
     if name == "images":
         return st.lists(base64_images(), min_size=1, max_size=3)
+    if name == "audio":
+        return st.lists(base64_audio(), min_size=1, max_size=3)
     if name == "model":
         return st.sampled_from([None, "m", MODEL, "", "x" * 50])
     if name == "constraints":
@@ -1904,16 +1937,17 @@ def request_bodies(draw: Any, schema: dict[str, Any], defs: dict[str, Any]) -> A
 def field_words() -> set[str]:
     from heedful.decoding.options import DECODE_OPTION_NAMES
 
-    return {"texts", "images", "model", "return_attention", "constraints", "body",
+    return {"texts", "images", "audio", "model", "return_attention", "constraints", "body",
             *DECODE_OPTION_NAMES}
 
 
 def fuzz_http(n: int, workdir: Path, timeout: float = 150.0, progress: bool = False
               ) -> Surface:
-    """The HTTP API (TestClient) on ``n`` generated requests, and the image decoding of
-    ``POST /transcribe`` on generated base64 images. ``POST /transcribe`` goes to an app
+    """The HTTP API (TestClient) on ``n`` generated requests, and the image and WAV decoding
+    of ``POST /transcribe`` on generated base64 files. ``POST /transcribe`` goes to an app
     serving the shipped image model where there is one (the text model refuses before it
-    decodes an image)."""
+    decodes an image), and, as the ``listen`` cases, to one serving the shipped speech
+    model."""
     from fastapi.responses import PlainTextResponse
     from fastapi.testclient import TestClient
 
@@ -1921,6 +1955,7 @@ def fuzz_http(n: int, workdir: Path, timeout: float = 150.0, progress: bool = Fa
     from heedful.serving.common import ServeError, ServeSettings
     from heedful.serving.server import create_app
     from heedful.serving.transcribe import decoded_images
+    from heedful.sources import reader_for
 
     surface = Surface("http")
     start = time.perf_counter()
@@ -1934,6 +1969,9 @@ def fuzz_http(n: int, workdir: Path, timeout: float = 150.0, progress: bool = Fa
     apps = {"/translate": create_app({"m": Translator.from_checkpoint(MODEL)})}
     if (SHIPPED_MODELS_DIR / IMAGE_MODEL / "config.yaml").exists():
         apps["/transcribe"] = create_app({"m": Translator.from_checkpoint(IMAGE_MODEL)})
+    listener = Translator.from_checkpoint(SPEECH_MODEL)
+    apps["listen"] = create_app({"m": listener})  # its cases POST /transcribe
+    reader = reader_for(listener.config)
     for app in apps.values():
         app.add_exception_handler(Exception, record)
     words = field_words()
@@ -1949,10 +1987,10 @@ def fuzz_http(n: int, workdir: Path, timeout: float = 150.0, progress: bool = Fa
         images = st.lists(base64_images(), min_size=1, max_size=3)
 
         def send(method: str, path: str, content: bytes | None, content_type: str | None,
-                 case: str, body: Any = None) -> None:
+                 case: str, body: Any = None, app: str | None = None) -> None:
             raised.clear()
             headers = {"content-type": content_type} if content_type else {}
-            served = clients.get(path.split("?")[0], client)
+            served = clients.get(app or path.split("?")[0], client)
             try:
                 with time_limit(timeout):
                     response = served.request(method, path, content=content, headers=headers)
@@ -1967,8 +2005,23 @@ def fuzz_http(n: int, workdir: Path, timeout: float = 150.0, progress: bool = Fa
 
         def case(data: Any) -> None:
             kind = data.draw(st.sampled_from(["translate"] * 8 + ["transcribe"] * 2
-                                             + ["raw"] * 3 + ["route"] * 2 + ["images"] * 4))
-            if kind in ("translate", "transcribe"):
+                                             + ["raw"] * 3 + ["route"] * 2 + ["images"] * 4
+                                             + ["listen"] * 2 + ["audio"] * 3))
+            if kind == "listen":  # the speech model's app, bodies that carry audio mostly
+                body = data.draw(bodies["/transcribe"])
+                if data.draw(st.integers(0, 3)) and isinstance(body, dict):
+                    body = {k: v for k, v in body.items() if k != "images"}
+                    body["audio"] = data.draw(st.lists(base64_audio(), min_size=1,
+                                                       max_size=3))
+                content = json.dumps(body).encode()
+                send("POST", "/transcribe", content, "application/json",
+                     f"POST /transcribe (speech model) {short(content.decode(), 1500)}", body,
+                     app="listen")
+            elif kind == "audio":
+                fuzz_audio_decoding(surface, data.draw(st.lists(base64_audio(), min_size=1,
+                                                                max_size=3)),
+                                    settings_, reader, timeout)
+            elif kind in ("translate", "transcribe"):
                 path = f"/{kind}"
                 body = data.draw(bodies[path])
                 content = json.dumps(body).encode()  # ASCII: lone surrogates travel escaped
@@ -2017,6 +2070,36 @@ def fuzz_http(n: int, workdir: Path, timeout: float = 150.0, progress: bool = Fa
     return surface
 
 
+def fuzz_audio_decoding(surface: Surface, given: list[str], settings: Any, reader: Any,
+                        timeout: float) -> None:
+    """``decoded_audio`` on generated base64 files: samples or a 4xx naming ``audio``."""
+    from heedful.serving.common import ServeError
+    from heedful.serving.transcribe import decoded_audio
+
+    described = f"decoded_audio({short(given, 1500)})"
+    try:
+        with time_limit(timeout), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            recordings = decoded_audio(given, settings, reader)
+    except Hang:
+        surface.fail("hangs", "decoded_audio: over the time limit", described, "")
+    except ServeError as err:
+        if 400 <= err.status < 500 and "audio" in err.message:
+            surface.refuse()
+        else:
+            surface.fail("unclear_messages", f"decoded_audio: {err.status} not naming audio.N",
+                         described, err.message)
+    except Exception as err:
+        surface.fail("tracebacks", f"decoded_audio: {where_raised(err)}", described,
+                     tb_tail(err))
+    else:
+        if len(recordings) != len(given) or any(r.ndim != 1 or not r.size for r in recordings):
+            surface.fail("wrong_results", "decoded_audio: not one 1-D recording per file",
+                         described, repr([r.shape for r in recordings]))
+        else:
+            surface.accept()
+
+
 def judge_response(surface: Surface, method: str, path: str, response: Any, case: str,
                    body: Any, raised: list[BaseException], words: set[str]) -> None:
     status = response.status_code
@@ -2033,8 +2116,9 @@ def judge_response(surface: Surface, method: str, path: str, response: Any, case
         surface.refuse("504 (the documented timeout)")
         return
     if 200 <= status < 300:
-        given = {"/translate": ("texts", "translations"), "/transcribe": ("images",
-                                                                         "transcriptions")}
+        given = {"/translate": ("texts", "translations"), "/transcribe": (
+            "images" if isinstance(body, dict) and body.get("images") else "audio",
+            "transcriptions")}
         if method == "POST" and path in given and isinstance(body, dict):
             sent, answered = given[path]
             got = len(response.json().get(answered, []))
