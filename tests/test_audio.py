@@ -107,6 +107,10 @@ def test_stereo_is_mixed_and_other_rates_resampled(tmp_path: Path) -> None:
     assert reader.read(path).shape == (101, 40)  # 1 s at 8 kHz, a frame every 10 ms
     with pytest.raises(DataError, match="expected a non-empty 1-D array"):
         reader.read(np.zeros((3, 3), np.float32))
+    blip = _wav(tmp_path / "blip.wav", np.zeros((3, 2), np.float32), rate=96000)
+    with pytest.raises(DataError, match=r"blip\.wav: too short \(3 samples at 96000 Hz leave "
+                                        r"none at 8000 Hz\)"):
+        reader.read(blip)
 
 
 # ---------------------------------------------------------------------- the encoder

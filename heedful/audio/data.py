@@ -58,7 +58,7 @@ class AudioReader:
                                 f"{tuple(item.shape)}")
             return self.features(item.astype(np.float32))
         samples, rate = read_wav(item, where)
-        return self.features(resample(samples, rate, self.cfg.sample_rate))
+        return self.features(resample(samples, rate, self.cfg.sample_rate, where or str(item)))
 
     def size(self, features: np.ndarray) -> int:
         return slots_of(features.shape[0])

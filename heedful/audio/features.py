@@ -106,13 +106,19 @@ def read_wav(path: str | Path | IO[bytes], where: str | None = None
     return samples.mean(axis=1).astype(np.float32), rate
 
 
-def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
-    """``samples`` at ``rate`` Hz -> at ``target`` Hz (soxr, high quality)."""
+def resample(samples: np.ndarray, rate: int, target: int, where: str | None = None
+             ) -> np.ndarray:
+    """``samples`` at ``rate`` Hz -> at ``target`` Hz (soxr, high quality). A recording too
+    short to leave one sample at ``target`` is refused, naming ``where``."""
     if rate == target:
         return samples
     import soxr
 
-    return soxr.resample(samples, rate, target).astype(np.float32)
+    out = soxr.resample(samples, rate, target).astype(np.float32)
+    if out.size == 0:
+        raise DataError(f"{where or 'recording'}: too short ({samples.size} samples at "
+                        f"{rate} Hz leave none at {target} Hz)")
+    return out
 
 
 def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
@@ -179,7 +185,7 @@ def read_features(path: str | Path | IO[bytes], cfg: AudioConfig,
                   where: str | None = None) -> np.ndarray:
     """A WAV file -> its (T, n_mels) features at the run's rate."""
     samples, rate = read_wav(path, where)
-    return LogMel(cfg)(resample(samples, rate, cfg.sample_rate))
+    return LogMel(cfg)(resample(samples, rate, cfg.sample_rate, where or str(path)))
 
 
 def frames_to_seconds(frames: int, cfg: AudioConfig) -> float:

@@ -152,7 +152,10 @@ def decoded_audio(audio: list[str], settings: ServeSettings, reader: Any) -> lis
         if seconds > settings.max_audio_seconds:
             raise ServeError(413, f"audio: more than {settings.max_audio_seconds:g} s of audio "
                                   f"in one request (at audio.{i}); send fewer or shorter files")
-        recordings.append(resample(samples, rate, reader.cfg.sample_rate))
+        try:
+            recordings.append(resample(samples, rate, reader.cfg.sample_rate, f"audio.{i}"))
+        except UserError as err:
+            raise ServeError(422, str(err)) from None
     return recordings
 
 
