@@ -8,6 +8,8 @@
         --out docs/speech_digits_encoders.json  # the encoder under the subsampling
     python experiments/speech_digits.py --settings perturb-30 --minutes 30 \
         --out docs/speech_digits_30.json  # perturbation at 30 CPU-minutes
+    python experiments/speech_digits.py --settings attention-30 --minutes 30 \
+        --out docs/speech_digits_30_plain.json  # the preset as it is, the same budget
 
 Builds the corpus (``heedful data spoken-digits --from ../shared/data/fsdd --out
 data/spoken-digits``) if it is missing, trains the ``speech-digits`` preset as it is
@@ -66,7 +68,7 @@ DIGITS = Task(
     {"attention": [], "none": ["model.attention=none"], "perturb": PERTURB,
      "perturb-none": [*PERTURB, "model.attention=none"],
      "lstm": ["model.rnn_type=lstm"], "transformer": TRANSFORMER,
-     "perturb-30": PERTURB},  # the same as perturb, its own run dir for a longer budget
+     "perturb-30": PERTURB, "attention-30": []},  # their own run dirs for a longer budget
     ("attention", "none"), ROOT / "docs" / "speech_digits.json",
     description=__doc__.split("\n\n")[0])
 
