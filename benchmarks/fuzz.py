@@ -1953,9 +1953,9 @@ def fuzz_http(n: int, workdir: Path, timeout: float = 150.0, progress: bool = Fa
     from fastapi.testclient import TestClient
 
     from heedful.decoding.translator import SHIPPED_MODELS_DIR, Translator
-    from heedful.serving.common import ServeError, ServeSettings
+    from heedful.serving.common import ServeSettings
     from heedful.serving.server import create_app
-    from heedful.serving.transcribe import decoded_images
+    from heedful.serving.transcribe import decoded_audio, decoded_images
     from heedful.sources import reader_for
 
     surface = Surface("http")
@@ -2019,9 +2019,10 @@ def fuzz_http(n: int, workdir: Path, timeout: float = 150.0, progress: bool = Fa
                      f"POST /transcribe (speech model) {short(content.decode(), 1500)}", body,
                      app="listen")
             elif kind == "audio":
-                fuzz_audio_decoding(surface, data.draw(st.lists(base64_audio(), min_size=1,
-                                                                max_size=3)),
-                                    settings_, reader, timeout)
+                fuzz_decoding(surface, "audio",
+                              lambda given: decoded_audio(given, settings_, reader),
+                              data.draw(st.lists(base64_audio(), min_size=1, max_size=3)),
+                              timeout, dims=1)
             elif kind in ("translate", "transcribe"):
                 path = f"/{kind}"
                 body = data.draw(bodies[path])
@@ -2042,61 +2043,40 @@ def fuzz_http(n: int, workdir: Path, timeout: float = 150.0, progress: bool = Fa
                 send(method, path, content, "application/json" if content else None,
                      f"{method} {path} {content!r}")
             else:
-                given_images = data.draw(images)
-                described = f"decoded_images({short(given_images, 1500)})"
-                try:
-                    with time_limit(timeout), warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        pages = decoded_images(given_images, settings_)
-                except Hang:
-                    surface.fail("hangs", "decoded_images: over the time limit", described, "")
-                except ServeError as err:
-                    if 400 <= err.status < 500 and "images" in err.message:
-                        surface.refuse()
-                    else:
-                        surface.fail("unclear_messages", f"decoded_images: {err.status} "
-                                     "not naming images.N", described, err.message)
-                except Exception as err:
-                    surface.fail("tracebacks", f"decoded_images: {where_raised(err)}",
-                                 described, tb_tail(err))
-                else:
-                    if len(pages) != len(given_images) or any(p.ndim != 2 for p in pages):
-                        surface.fail("wrong_results", "decoded_images: not one 2-D page per "
-                                     "image", described, repr([p.shape for p in pages]))
-                    else:
-                        surface.accept()
+                fuzz_decoding(surface, "images", lambda given: decoded_images(given, settings_),
+                              data.draw(images), timeout, dims=2)
 
         drive(n, surface, case, progress)
     surface.seconds = time.perf_counter() - start
     return surface
 
 
-def fuzz_audio_decoding(surface: Surface, given: list[str], settings: Any, reader: Any,
-                        timeout: float) -> None:
-    """``decoded_audio`` on generated base64 files: samples or a 4xx naming ``audio``."""
+def fuzz_decoding(surface: Surface, key: str, decode: Any, given: list[str], timeout: float,
+                  dims: int) -> None:
+    """``decode(given)`` on generated base64 files (``key``: "images" or "audio"): one
+    ``dims``-D array per file, or a 4xx naming ``key``."""
     from heedful.serving.common import ServeError
-    from heedful.serving.transcribe import decoded_audio
 
-    described = f"decoded_audio({short(given, 1500)})"
+    name = f"decoded_{key}"
+    described = f"{name}({short(given, 1500)})"
     try:
         with time_limit(timeout), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            recordings = decoded_audio(given, settings, reader)
+            arrays = decode(given)
     except Hang:
-        surface.fail("hangs", "decoded_audio: over the time limit", described, "")
+        surface.fail("hangs", f"{name}: over the time limit", described, "")
     except ServeError as err:
-        if 400 <= err.status < 500 and "audio" in err.message:
+        if 400 <= err.status < 500 and key in err.message:
             surface.refuse()
         else:
-            surface.fail("unclear_messages", f"decoded_audio: {err.status} not naming audio.N",
+            surface.fail("unclear_messages", f"{name}: {err.status} not naming {key}.N",
                          described, err.message)
     except Exception as err:
-        surface.fail("tracebacks", f"decoded_audio: {where_raised(err)}", described,
-                     tb_tail(err))
+        surface.fail("tracebacks", f"{name}: {where_raised(err)}", described, tb_tail(err))
     else:
-        if len(recordings) != len(given) or any(r.ndim != 1 or not r.size for r in recordings):
-            surface.fail("wrong_results", "decoded_audio: not one 1-D recording per file",
-                         described, repr([r.shape for r in recordings]))
+        if len(arrays) != len(given) or any(a.ndim != dims or not a.size for a in arrays):
+            surface.fail("wrong_results", f"{name}: not one {dims}-D array per file",
+                         described, repr([a.shape for a in arrays]))
         else:
             surface.accept()
 
