@@ -7,8 +7,9 @@
 (``train.max_minutes``, a total over sittings: re-running resumes unfinished runs and skips
 finished ones), ``--jobs`` runs side by side with one torch thread each. The RNN variants
 share the quickstart shape (bi-GRU 2x128 encoder, GRU 256 decoder, embeddings 256, no input
-feeding, joint 4k BPE, tied embeddings); the Transformer is the ``transformer-small`` shape
-on the same vocabulary and batches.
+feeding, joint 4k BPE, tied embeddings); the Transformer is the peers' shape
+(:func:`heedful.presets.peers_transformer`, 3+3 layers, feed-forward 1024) on the same
+vocabulary and batches.
 
 ``report`` scores each run's best checkpoint on the full test set (beam 5) and measures
 beam-5 sentences/s there (``--threads``, nothing else running), then writes the table. The
@@ -40,14 +41,14 @@ VARIANTS = [*RNN_VARIANTS, "transformer"]
 def variant_config(name: str, minutes: float) -> Any:
     """The quickstart shape with one attention kind, or the small Transformer."""
     from heedful.config import config_from_dict
-    from heedful.presets import get_preset
+    from heedful.presets import get_preset, peers_transformer
 
     common_train = {"max_minutes": minutes, "threads": 1, "valid_every": 200, "log_every": 20,
                     # keep_last 4: checkpoint averaging (heedful average --last N) is measured
                     # on these runs; it changes nothing about training itself
                     "keep_last": 4, "batch_tokens": 6000, "seed": 1234}
     if name == "transformer":
-        raw = get_preset("transformer-small").model_dump(mode="json", exclude_unset=True)
+        raw = peers_transformer().model_dump(mode="json", exclude_unset=True)
         raw["tokenizer"] = {"vocab_size": 4000}
         raw["data"] = {"dev_limit": 300}
         # A much shorter warm-up than the preset's 1000: on one CPU thread the budget buys a

@@ -143,3 +143,24 @@ def test_switching_a_presets_architecture_drops_only_the_presets_foreign_keys() 
     with pytest.raises(ConfigError, match="unknown key 'model.rnn_typo'"):  # a whole section
         load_config(None, [*switch, "model={arch: transformer, rnn_typo: 1}"],
                     base=get_preset("speech-digits"))
+
+
+def test_the_benchmark_transformer_keeps_the_peers_shape_whatever_transformer_small_is() -> None:
+    from heedful.presets import bench_config
+
+    bench, small = bench_config("transformer").model, get_preset("transformer-small").model
+    shape = ("embed_dim", "ff_dim", "encoder_layers", "decoder_layers", "attention_heads")
+    assert [getattr(bench, k) for k in shape] == [256, 1024, 3, 3, 4]  # the peers' shape
+    assert [getattr(small, k) for k in shape] != [getattr(bench, k) for k in shape]
+
+
+@pytest.mark.parametrize("pair", ["de-en", "en-de"])
+def test_the_multi30k_configs_point_a_preset_at_multi30k(pair: str) -> None:
+    root = Path(__file__).resolve().parent.parent
+    src, tgt = pair.split("-")
+    cfg = load_config(root / "configs" / f"multi30k-{pair}.yaml", [],
+                      base=get_preset("transformer-small"))
+    assert cfg.data.dataset is None and cfg.model.ff_dim == 512  # the preset's model stays
+    assert (cfg.data.train.src, cfg.data.train.tgt) == (f"data/multi30k/train.{src}.gz",
+                                                        f"data/multi30k/train.{tgt}.gz")
+    assert cfg.data.test.src == f"data/multi30k/test_2016_flickr.{src}.gz"

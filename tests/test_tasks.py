@@ -257,3 +257,16 @@ def test_metrics_command_scores_any_output_file(tmp_path: Path, capsys) -> None:
     assert report["rouge"]["rouge1"] == pytest.approx(100 * (1 + 0.5) / 2)  # F1 1.0 and 0.5
     assert report["distinct_1"] == 1.0 and report["distinct_2"] == 1.0
     assert report["num_sentences"] == 2
+
+
+def test_lowercased_bleu_is_reported_beside_the_mixed_case_one(tmp_path: Path, capsys) -> None:
+    (tmp_path / "hyp").write_text("The Cat sat on the Mat .\nA man runs .\n", encoding="utf-8")
+    (tmp_path / "ref").write_text("the cat sat on the mat .\na man runs .\n", encoding="utf-8")
+    assert main(["metrics", str(tmp_path / "hyp"), str(tmp_path / "ref"), "--lowercase-bleu",
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["bleu_lc"] == 100.0 and report["bleu"] < 60  # case counts only in "bleu"
+    assert "|case:lc|" in report["bleu_lc_signature"]
+    assert main(["metrics", str(tmp_path / "hyp"), str(tmp_path / "ref"),
+                 "--lowercase-bleu"]) == 0
+    assert "(lowercased)" in capsys.readouterr().out

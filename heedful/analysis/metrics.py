@@ -33,6 +33,17 @@ def score_corpus(hypotheses: Sequence[str], references: Sequence[str]) -> Scores
                   str(chrf.get_signature()), len(hypotheses))
 
 
+def lowercased_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> tuple[float, str]:
+    """Corpus BLEU of lowercased text (sacrebleu ``-lc``, 13a tokenization) and its signature:
+    the figure most papers on Multi30k and IWSLT report (tokenized, lowercased), which the
+    default mixed-case BLEU is not comparable with."""
+    from sacrebleu.metrics import BLEU
+
+    bleu = BLEU(lowercase=True)
+    score = bleu.corpus_score(list(hypotheses), [list(references)])
+    return round(score.score, 2), str(bleu.get_signature())
+
+
 def error_rates(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
     """Character and word error rates (jiwer: edit distance over the references' length,
     corpus-level) and the share of exact matches — what transcriptions are judged by."""

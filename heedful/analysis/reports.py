@@ -63,10 +63,15 @@ def alignment_report(translator: Translator, settings: AlignSettings, src: Seque
 
 
 def output_metrics(hyps: Sequence[str], refs: Sequence[str], rouge: bool = False,
-                   distinct: bool = False) -> dict[str, Any]:
-    """The optional metrics of outputs: ROUGE-1/2/L F1 (``rouge``) and distinct-1/2
-    (``distinct``); an empty dict when neither is asked for."""
+                   distinct: bool = False, lowercase_bleu: bool = False) -> dict[str, Any]:
+    """The optional metrics of outputs: ROUGE-1/2/L F1 (``rouge``), distinct-1/2
+    (``distinct``) and lowercased BLEU (``lowercase_bleu``: keys ``bleu_lc`` and
+    ``bleu_lc_signature``); an empty dict when none is asked for."""
     report: dict[str, Any] = {}
+    if lowercase_bleu:
+        from heedful.analysis.metrics import lowercased_bleu
+
+        report["bleu_lc"], report["bleu_lc_signature"] = lowercased_bleu(hyps, refs)
     if rouge:
         from heedful.analysis.metrics import score_rouge
 
@@ -80,14 +85,15 @@ def output_metrics(hyps: Sequence[str], refs: Sequence[str], rouge: bool = False
 
 
 def metrics_report(hyps: Sequence[str], refs: Sequence[str], rouge: bool = False,
-                   distinct: bool = False) -> dict[str, Any]:
+                   distinct: bool = False, lowercase_bleu: bool = False) -> dict[str, Any]:
     """BLEU and chrF with their sacrebleu signatures, plus :func:`output_metrics`."""
     from heedful.analysis.metrics import score_corpus
     from heedful.errors import DataError
 
     if not hyps:
         raise DataError("no lines to score: the hypothesis and reference files are empty")
-    return {**score_corpus(hyps, refs).as_dict(), **output_metrics(hyps, refs, rouge, distinct)}
+    return {**score_corpus(hyps, refs).as_dict(),
+            **output_metrics(hyps, refs, rouge, distinct, lowercase_bleu)}
 
 
 def evaluate_report(translator: Translator, src: Sequence[str], ref: Sequence[str],
@@ -97,12 +103,13 @@ def evaluate_report(translator: Translator, src: Sequence[str], ref: Sequence[st
                     plot: str | Path | None = None, plot_label: str = "model",
                     alignment: tuple[AlignSettings, Sequence[set[Link]],
                                      Sequence[set[Link]] | None] | None = None,
-                    hyp_output: str | Path | None = None, progress: bool = False
-                    ) -> dict[str, Any]:
+                    hyp_output: str | Path | None = None, progress: bool = False,
+                    lowercase_bleu: bool = False) -> dict[str, Any]:
     """Translate ``src`` with the ``decode`` overrides and measure the outputs against ``ref``.
 
     Always: BLEU/chrF with signatures, the beam size, decode seconds and sentences per second.
-    Optional: ROUGE (``rouge``), distinct-1/2 (``distinct``), the references' perplexity
+    Optional: ROUGE (``rouge``), distinct-1/2 (``distinct``), lowercased BLEU
+    (``lowercase_bleu``), the references' perplexity
     (``with_perplexity``), BLEU/chrF per source-length bucket (``edges``, with ``bootstrap``
     resamples; ``plot`` draws the curve labelled ``plot_label``) and the alignment error rate
     (``alignment`` = (settings, sure links, possible links)). ``hyp_output`` also writes the
@@ -122,7 +129,7 @@ def evaluate_report(translator: Translator, src: Sequence[str], ref: Sequence[st
         **score_corpus(hyps, ref).as_dict(), "beam_size": opts.beam_size,
         "decode_seconds": round(seconds, 2),
         "sentences_per_second": round(len(src) / seconds, 2),
-        **output_metrics(hyps, ref, rouge, distinct)}
+        **output_metrics(hyps, ref, rouge, distinct, lowercase_bleu)}
     if with_perplexity:
         report["perplexity"] = perplexity(translator, src, ref)
     if edges is not None:
@@ -149,6 +156,9 @@ def format_metrics(report: dict[str, Any]) -> list[str]:
     """The text lines of BLEU, chrF and (where the report has them) ROUGE and distinct-n."""
     lines = [f"BLEU  {report['bleu']:6.2f}   {report['bleu_signature']}",
              f"chrF  {report['chrf']:6.2f}   {report['chrf_signature']}"]
+    if "bleu_lc" in report:
+        lines.insert(1, f"BLEU  {report['bleu_lc']:6.2f}   {report['bleu_lc_signature']} "
+                        "(lowercased)")
     if "rouge" in report:
         r = report["rouge"]
         lines.append(f"ROUGE-1 {r['rouge1']:.2f}  ROUGE-2 {r['rouge2']:.2f}  ROUGE-L "

@@ -21,6 +21,9 @@ from heedful.errors import ConfigError, DataError
 if TYPE_CHECKING:
     from heedful.cli.options import Subparsers
 
+LOWERCASE_HELP = ("also BLEU of lowercased text (sacrebleu -lc), as papers on Multi30k and "
+                  "IWSLT report it")
+
 
 def register(subparsers: Subparsers) -> None:
     """Add ``evaluate``, ``compare``, ``metrics`` and ``baseline``."""
@@ -33,6 +36,7 @@ def register(subparsers: Subparsers) -> None:
     p.add_argument("references")
     p.add_argument("--rouge", action="store_true", help="also ROUGE-1/2/L F1")
     p.add_argument("--distinct", action="store_true", help="also distinct-1/2")
+    p.add_argument("--lowercase-bleu", action="store_true", help=LOWERCASE_HELP)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_metrics)
 
@@ -60,6 +64,7 @@ def _add_evaluate(subparsers: Subparsers) -> None:
                    help="also distinct-1/2 of the outputs (dialogue diversity)")
     p.add_argument("--perplexity", action="store_true",
                    help="also the references' perplexity under the model (per subword)")
+    p.add_argument("--lowercase-bleu", action="store_true", help=LOWERCASE_HELP)
     g = p.add_argument_group("quality by source length")
     g.add_argument("--by-length", action="store_true",
                    help="BLEU/chrF per source-length bucket with 95%% bootstrap intervals")
@@ -140,7 +145,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         translator, src, ref, decode_overrides(args), rouge=args.rouge, distinct=args.distinct,
         with_perplexity=args.perplexity, edges=edges, bootstrap=args.bootstrap, plot=args.plot,
         plot_label="+".join(Path(r).name for r in args.run_dir), alignment=alignment,
-        hyp_output=args.hyp_output, progress=not args.json)
+        hyp_output=args.hyp_output, progress=not args.json, lowercase_bleu=args.lowercase_bleu)
     print(json.dumps(report) if args.json else format_evaluate(report))
     return 0
 
@@ -154,6 +159,7 @@ def _evaluate_transcriber(args: argparse.Namespace, transcriber: Any) -> int:
     text_only = [flag for flag, on in (("--ref", args.ref), ("--rouge", args.rouge),
                                        ("--distinct", args.distinct),
                                        ("--perplexity", args.perplexity),
+                                       ("--lowercase-bleu", args.lowercase_bleu),
                                        ("--align", args.align), ("--plot", args.plot)) if on]
     if text_only:
         raise ConfigError(f"{', '.join(text_only)}: for runs that translate text; this run "
@@ -204,7 +210,8 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     from heedful.data import read_parallel
 
     corpus = read_parallel(args.hypotheses, args.references)
-    report = metrics_report(corpus.src, corpus.tgt, args.rouge, args.distinct)
+    report = metrics_report(corpus.src, corpus.tgt, args.rouge, args.distinct,
+                            args.lowercase_bleu)
     print(json.dumps(report) if args.json else "\n".join(format_metrics(report)))
     return 0
 
