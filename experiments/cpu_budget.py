@@ -49,6 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "runs" / "budget"
 DOCS = ROOT / "docs"
 MODELS = {"rnn": "quickstart", "transformer": "transformer-small", "conv": "conv-small"}
+COLORS = {"rnn": "tab:blue", "transformer": "tab:orange", "conv": "tab:green"}
 CORPORA = ("bible-es-en", "multi30k-de-en", "multi30k-en-de")
 # The recipe search: name -> transformer-small overrides (dotted keys). Each row of the table
 # in docs/cpu_budget.md#the-transformer-recipe was one of these, trained alone.
@@ -220,11 +221,13 @@ def plot(rows: list[dict[str, Any]], path: Path, cpu: str) -> None:
             points = sorted((r["minutes"], r["test_bleu"]) for r in rows
                             if r["corpus"] == corpus and r["model"] == model)
             if points:
-                ax.plot(*zip(*points, strict=True), marker="o", label=model)
+                ax.plot(*zip(*points, strict=True), marker="o", label=model,
+                        color=COLORS[model])
         ax.set_title(f"{corpus} ({cpu}, 2 threads)", fontsize=9)
         ax.set_xlabel("training minutes")
         ax.set_ylabel("test BLEU (beam 5)")
         ax.set_xticks([15, 30, 60])
+        ax.set_xlim(10, 65)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
