@@ -2,7 +2,7 @@
 bible-es-en and on Multi30k (de->en, en->de), each alone on the machine with 2 threads
 (``HEEDFUL_CPU_GEMM=mkl`` unless set).
 
-    python experiments/cpu_budget.py train [--corpus C] [--minutes 15 30 60] [MODEL ...]
+    python experiments/cpu_budget.py train [MODEL ...] [--corpus C] [--minutes 15,30,60]
     python experiments/cpu_budget.py probe [--minutes 5] [VARIANT ...]   # the recipe search
     python experiments/cpu_budget.py report         # -> docs/cpu_budget.{json,md,png}
 
@@ -51,8 +51,8 @@ DOCS = ROOT / "docs"
 MODELS = {"rnn": "quickstart", "transformer": "transformer-small", "conv": "conv-small"}
 COLORS = {"rnn": "tab:blue", "transformer": "tab:orange", "conv": "tab:green"}
 CORPORA = ("bible-es-en", "multi30k-de-en", "multi30k-en-de")
-# The recipe search: name -> transformer-small overrides (dotted keys). Each row of the table
-# in docs/cpu_budget.md#the-transformer-recipe was one of these, trained alone.
+# The recipe search: name -> overrides (dotted keys) of the peers' Transformer. Each row of the
+# table in docs/cpu_budget.md#the-transformer-recipe was one of these, trained alone.
 _ISQRT = {"train.schedule": "inverse_sqrt", "train.lr": 2e-3, "train.warmup_steps": 200,
           "tokenizer.vocab_size": 4000}
 _SMALL = {"model.encoder_layers": 2, "model.decoder_layers": 2, "model.ff_dim": 512}
@@ -112,7 +112,7 @@ def run_config(preset: str, corpus: str, multi30k: Path | None, minutes: float, 
 
 def cmd_train(args: argparse.Namespace) -> None:
     multi30k = multi30k_dir(args.multi30k) if args.corpus != "bible-es-en" else None
-    budgets = sorted(args.minutes)
+    budgets = sorted(float(m) for m in args.minutes.split(","))
     for shorter, minutes in zip([None, *budgets], budgets, strict=False):
         for name in args.names or MODELS:
             run_dir = RUNS / args.corpus / f"{name}-{minutes:g}min"
@@ -284,18 +284,20 @@ def recipe_lines() -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--multi30k", help="the Multi30k folder ({split}.{lang}.gz files)")
-    parser.add_argument("--threads", type=int, default=2)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--multi30k", help="the Multi30k folder ({split}.{lang}.gz files)")
+    common.add_argument("--threads", type=int, default=2)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("train")
+    p = sub.add_parser("train", parents=[common])
     p.add_argument("names", nargs="*", metavar="MODEL", help=f"of {', '.join(MODELS)}")
     p.add_argument("--corpus", choices=CORPORA, default="bible-es-en")
-    p.add_argument("--minutes", type=float, nargs="+", default=[15, 30, 60])
-    p = sub.add_parser("probe")
+    # comma-separated: a list option would swallow the model names that follow it
+    p.add_argument("--minutes", default="15,30,60", help="budgets, e.g. 15,30,60")
+    p = sub.add_parser("probe", parents=[common])
     p.add_argument("names", nargs="*", metavar="VARIANT")
     p.add_argument("--minutes", type=float, default=5)
     p.add_argument("--valid-every", type=int, default=100)
-    p = sub.add_parser("report")
+    p = sub.add_parser("report", parents=[common])
     p.add_argument("--refresh", action="store_true", help="re-evaluate cached runs")
     args = parser.parse_args()
     known = {"train": MODELS, "probe": VARIANTS}.get(args.command, {})

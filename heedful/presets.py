@@ -58,7 +58,7 @@ def peers_transformer() -> Config:
     layers, d_model 256, 4 heads, feed-forward 1024, shared and tied embeddings; Adam (0.9,
     0.98) with the noam schedule (warm-up 1000) as both peers configure it."""
     return config_from_dict({
-        "name": "transformer-small",
+        "name": "peers-transformer",
         "model": {"arch": "transformer", "attention": "multihead", "attention_heads": 4,
                   "embed_dim": 256, "hidden_dim": 256, "ff_dim": 1024, "encoder_layers": 3,
                   "decoder_layers": 3, "input_feeding": False, "share_embeddings": True,
@@ -73,8 +73,8 @@ def transformer_small() -> Config:
     256, 4 heads, feed-forward 512, the quickstart's 4k joint vocabulary with shared and tied
     embeddings; Adam (0.9, 0.98) at 3e-3 after 100 warm-up updates, decaying as 1/sqrt(step);
     3,000-token batches. Chosen on dev learning curves at equal wall clock against the peers'
-    3+3 x 1024 shape (``bench-transformer``), which makes a third as many updates on a CPU
-    (docs/cpu_budget.md)."""
+    3+3 x 1024 shape (``bench-transformer``), which makes about half as many updates per
+    minute at the same batch size on a CPU (docs/cpu_budget.md)."""
     return config_from_dict({
         "name": "transformer-small",
         "tokenizer": {"vocab_size": 4000},
@@ -206,8 +206,9 @@ def bench_rnn() -> Config:
 
 
 def bench_transformer() -> Config:
-    """`heedful bench`'s transformer configuration as the peers train it: transformer-small
-    with dropout 0.1, Adam at a constant 1e-3, 4,096-token batches."""
+    """`heedful bench`'s transformer configuration as the peers train it: the peers' shape
+    (:func:`peers_transformer`: 3+3 layers, ff 1024) with dropout 0.1, Adam at a constant
+    1e-3, 4,096-token batches."""
     return bench_config("transformer")
 
 

@@ -157,7 +157,7 @@ def format_metrics(report: dict[str, Any]) -> list[str]:
     lines = [f"BLEU  {report['bleu']:6.2f}   {report['bleu_signature']}",
              f"chrF  {report['chrf']:6.2f}   {report['chrf_signature']}"]
     if "bleu_lc" in report:
-        lines.insert(1, f"BLEU  {report['bleu_lc']:6.2f}   {report['bleu_lc_signature']} "
+        lines.insert(1, f"BLEU lc {report['bleu_lc']:6.2f}   {report['bleu_lc_signature']} "
                         "(lowercased)")
     if "rouge" in report:
         r = report["rouge"]
